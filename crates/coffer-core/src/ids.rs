@@ -1,0 +1,110 @@
+//! Identifiers: accounts (players and named system accounts) and catalog ids.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::limits::ID_LEN_MAX;
+
+/// Currency id as written in the catalog, e.g. `coins`.
+pub type CurrencyId = String;
+/// Item id as written in the catalog, e.g. `speed_boots`.
+pub type ItemId = String;
+/// Offer id as written in the catalog.
+pub type OfferId = String;
+/// Reward id as written in the catalog.
+pub type RewardId = String;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error("must not be empty")]
+    Empty,
+    /// The id is longer than [`ID_LEN_MAX`] bytes.
+    #[error("must be at most {ID_LEN_MAX} bytes, got {0}")]
+    TooLong(usize),
+    /// The id contains a character outside `A-Z a-z 0-9 _ - . @`.
+    #[error("may contain only ASCII letters, digits, '_', '-', '.' and '@', found {0:?}")]
+    BadCharacter(char),
+}
+
+/// Checks an id (player, currency, item, offer, reward, bundle). Colons are excluded so that no
+/// player id can ever spell a `system:` account.
+pub fn check_id(id: &str) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if id.len() > ID_LEN_MAX {
+        return Err(IdError::TooLong(id.len()));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
+    {
+        Some(c) => Err(IdError::BadCharacter(c)),
+        None => Ok(()),
+    }
+}
+
+/// The system accounts value moves to and from. Players' accounts are the other side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SystemAccount {
+    /// Receives purchase prices, pays out currency sold in offers.
+    Shop,
+    /// Pays out claimed rewards.
+    Rewards,
+    /// Pays admin grants and opening balances; receives revocations.
+    Grants,
+}
+
+impl SystemAccount {
+    /// Every system account, for verifiers and listings.
+    pub const ALL: [SystemAccount; 3] = [Self::Shop, Self::Rewards, Self::Grants];
+
+    /// The account name as stored and shown, e.g. `system:shop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shop => "system:shop",
+            Self::Rewards => "system:rewards",
+            Self::Grants => "system:grants",
+        }
+    }
+}
+
+/// An account in the ledger: `system:<name>` or a player id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// The account of a player. The caller has checked the id with [`check_id`].
+    pub fn player(player_id: &str) -> Self {
+        debug_assert!(check_id(player_id).is_ok(), "unchecked player id {player_id:?}");
+        AccountId(player_id.to_owned())
+    }
+
+    /// The account of a system ledger.
+    pub fn system(account: SystemAccount) -> Self {
+        AccountId(account.name().to_owned())
+    }
+
+    /// Parses a stored account name back into an id.
+    pub fn from_stored(name: &str) -> Self {
+        AccountId(name.to_owned())
+    }
+
+    /// True for `system:*` accounts, which may go negative and have no version history.
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with("system:")
+    }
+
+    /// The account name, e.g. `alice` or `system:shop`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
