@@ -239,7 +239,10 @@ impl Catalog {
         check_section_len("offers", raw.offers.len())?;
         check_section_len("rewards", raw.rewards.len())?;
         if raw.currencies.is_empty() {
-            return Err(invalid("currencies", "a catalog needs at least one currency"));
+            return Err(invalid(
+                "currencies",
+                "a catalog needs at least one currency",
+            ));
         }
 
         let mut catalog = Catalog {
@@ -294,7 +297,10 @@ impl Catalog {
                         ));
                     }
                     let max_stack = i.max_stack.ok_or_else(|| {
-                        invalid(format!("{path}.max_stack"), "stackable items need a max_stack")
+                        invalid(
+                            format!("{path}.max_stack"),
+                            "stackable items need a max_stack",
+                        )
                     })?;
                     if max_stack == 0 || max_stack > ITEM_QUANTITY_MAX {
                         return Err(invalid(
@@ -350,7 +356,10 @@ impl Catalog {
             check_catalog_id(&path, &id)?;
             let contents = catalog.check_contents(&path, None, b.currencies, b.items)?;
             if contents.is_empty() {
-                return Err(invalid(&path, "a bundle must hold at least one currency or item"));
+                return Err(invalid(
+                    &path,
+                    "a bundle must hold at least one currency or item",
+                ));
             }
             catalog.bundles.insert(
                 id.clone(),
@@ -381,7 +390,10 @@ impl Catalog {
                 ));
             }
             if o.limit_per_player == Some(0) {
-                return Err(invalid(format!("{path}.limit_per_player"), "must be at least 1"));
+                return Err(invalid(
+                    format!("{path}.limit_per_player"),
+                    "must be at least 1",
+                ));
             }
             let from = parse_time(&format!("{path}.available_from"), o.available_from)?;
             let until = parse_time(&format!("{path}.available_until"), o.available_until)?;
@@ -494,7 +506,10 @@ impl Catalog {
             return Err(invalid(path, "needs at least one currency amount"));
         }
         if raw.len() > CONTENTS_LEN_MAX {
-            return Err(invalid(path, format!("at most {CONTENTS_LEN_MAX} currencies")));
+            return Err(invalid(
+                path,
+                format!("at most {CONTENTS_LEN_MAX} currencies"),
+            ));
         }
         for (currency, amount) in &raw {
             if !self.currencies.contains_key(currency) {
@@ -536,7 +551,10 @@ impl Catalog {
         }
         if let Some(bundle_id) = bundle {
             let bundle = self.bundles.get(bundle_id).ok_or_else(|| {
-                invalid(format!("{path}.bundle"), format!("unknown bundle {bundle_id:?}"))
+                invalid(
+                    format!("{path}.bundle"),
+                    format!("unknown bundle {bundle_id:?}"),
+                )
             })?;
             for (currency, amount) in &bundle.contents.currencies {
                 let sum = contents.currencies.entry(currency.clone()).or_insert(0);
@@ -576,7 +594,9 @@ fn check_amount(path: &str, amount: i64) -> Result<(), CatalogError> {
     if amount <= 0 || amount > AMOUNT_MINOR_UNITS_MAX {
         return Err(invalid(
             path,
-            format!("amount must be between 1 and {AMOUNT_MINOR_UNITS_MAX} minor units, got {amount}"),
+            format!(
+                "amount must be between 1 and {AMOUNT_MINOR_UNITS_MAX} minor units, got {amount}"
+            ),
         ));
     }
     Ok(())
@@ -587,7 +607,9 @@ fn parse_time(path: &str, value: Option<String>) -> Result<Option<i64>, CatalogE
     let parsed = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| invalid(path, format!("not an RFC 3339 time ({e}): {text:?}")))?;
     let unix_ms = parsed.unix_timestamp_nanos() / 1_000_000;
-    Ok(Some(i64::try_from(unix_ms).map_err(|_| invalid(path, "out of range"))?))
+    Ok(Some(
+        i64::try_from(unix_ms).map_err(|_| invalid(path, "out of range"))?,
+    ))
 }
 
 #[cfg(test)]
@@ -620,21 +642,34 @@ mod tests {
     fn unknown_currency_in_price_names_the_offer_and_field() {
         let text = MINIMAL.replace("price = { coins = 3 }", "price = { gold = 3 }");
         let err = Catalog::from_toml(&text).unwrap_err();
-        assert_eq!(err.to_string(), "offers.potion.price: unknown currency \"gold\"");
+        assert_eq!(
+            err.to_string(),
+            "offers.potion.price: unknown currency \"gold\""
+        );
     }
 
     #[test]
     fn unknown_field_is_a_syntax_error_naming_the_field() {
         let text = MINIMAL.replace("decimals = 0", "decimals = 0\ncolour = \"gold\"");
         let err = Catalog::from_toml(&text).unwrap_err();
-        assert!(matches!(err, CatalogError::Syntax(ref m) if m.contains("colour")), "{err}");
+        assert!(
+            matches!(err, CatalogError::Syntax(ref m) if m.contains("colour")),
+            "{err}"
+        );
     }
 
     #[test]
     fn initial_balance_above_cap_is_refused() {
-        let text = MINIMAL.replace("initial_balance_minor_units = 10", "initial_balance_minor_units = 2000");
+        let text = MINIMAL.replace(
+            "initial_balance_minor_units = 10",
+            "initial_balance_minor_units = 2000",
+        );
         let err = Catalog::from_toml(&text).unwrap_err();
-        assert!(err.to_string().starts_with("currencies.coins.initial_balance_minor_units"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("currencies.coins.initial_balance_minor_units"),
+            "{err}"
+        );
     }
 
     #[test]

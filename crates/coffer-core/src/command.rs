@@ -37,26 +37,58 @@ impl IdempotencyKey {
 /// One step of an atomic `Execute`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecuteStep {
-    Grant { player_id: String, contents: Contents },
-    Revoke { player_id: String, contents: Contents },
-    Transfer { from_player_id: String, to_player_id: String, contents: Contents },
+    Grant {
+        player_id: String,
+        contents: Contents,
+    },
+    Revoke {
+        player_id: String,
+        contents: Contents,
+    },
+    Transfer {
+        from_player_id: String,
+        to_player_id: String,
+        contents: Contents,
+    },
 }
 
 /// The operation a command performs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     /// Buy an offer at the price the client saw.
-    Purchase { player_id: String, offer_id: OfferId, expected_price: Amounts },
+    Purchase {
+        player_id: String,
+        offer_id: OfferId,
+        expected_price: Amounts,
+    },
     /// Raise an upgradable item to `target_level` (level 1 buys it) at the price the client saw.
-    Upgrade { player_id: String, item_id: ItemId, target_level: u32, expected_price: Amounts },
+    Upgrade {
+        player_id: String,
+        item_id: ItemId,
+        target_level: u32,
+        expected_price: Amounts,
+    },
     /// Use up items.
-    Consume { player_id: String, item_id: ItemId, quantity: u64 },
+    Consume {
+        player_id: String,
+        item_id: ItemId,
+        quantity: u64,
+    },
     /// Claim a rate-limited reward.
-    ClaimReward { player_id: String, reward_id: RewardId },
+    ClaimReward {
+        player_id: String,
+        reward_id: RewardId,
+    },
     /// Give a player currencies and items from `system:grants`.
-    Grant { player_id: String, contents: Contents },
+    Grant {
+        player_id: String,
+        contents: Contents,
+    },
     /// Take currencies and items from a player back to `system:grants`.
-    Revoke { player_id: String, contents: Contents },
+    Revoke {
+        player_id: String,
+        contents: Contents,
+    },
     /// Undo a transaction with a new one that references it.
     Reverse { transaction_id: u64 },
     /// Several steps on several players, all applied or none.
@@ -77,10 +109,15 @@ impl Operation {
             Operation::Execute { steps } => steps
                 .iter()
                 .flat_map(|step| match step {
-                    ExecuteStep::Grant { player_id, .. } | ExecuteStep::Revoke { player_id, .. } => {
+                    ExecuteStep::Grant { player_id, .. }
+                    | ExecuteStep::Revoke { player_id, .. } => {
                         vec![player_id.as_str()]
                     }
-                    ExecuteStep::Transfer { from_player_id, to_player_id, .. } => {
+                    ExecuteStep::Transfer {
+                        from_player_id,
+                        to_player_id,
+                        ..
+                    } => {
                         vec![from_player_id.as_str(), to_player_id.as_str()]
                     }
                 })

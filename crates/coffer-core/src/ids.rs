@@ -78,7 +78,10 @@ pub struct AccountId(String);
 impl AccountId {
     /// The account of a player. The caller has checked the id with [`check_id`].
     pub fn player(player_id: &str) -> Self {
-        debug_assert!(check_id(player_id).is_ok(), "unchecked player id {player_id:?}");
+        debug_assert!(
+            check_id(player_id).is_ok(),
+            "unchecked player id {player_id:?}"
+        );
         AccountId(player_id.to_owned())
     }
 

@@ -29,16 +29,27 @@ pub struct ItemMovement {
 pub enum TransactionKind {
     /// Initial balances granted when a player first appears.
     Opening,
-    Purchase { offer_id: OfferId },
-    Upgrade { item_id: ItemId, level: u32 },
-    Consume { item_id: ItemId },
-    RewardClaim { reward_id: RewardId },
+    Purchase {
+        offer_id: OfferId,
+    },
+    Upgrade {
+        item_id: ItemId,
+        level: u32,
+    },
+    Consume {
+        item_id: ItemId,
+    },
+    RewardClaim {
+        reward_id: RewardId,
+    },
     Grant,
     Revoke,
     /// An admin `Execute`: several operations on several players at once.
     Execute,
     /// Undoes the transaction `reverses`.
-    Reversal { reverses: u64 },
+    Reversal {
+        reverses: u64,
+    },
 }
 
 impl TransactionKind {

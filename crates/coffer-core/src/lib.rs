@@ -18,12 +18,15 @@ mod state_machine;
 mod verify;
 
 pub use account::{AccountState, ItemHolding};
-pub use catalog::{Amounts, Bundle, Catalog, CatalogError, Contents, Currency, Item, ItemKind, Offer, Reward};
+pub use catalog::{
+    Amounts, Bundle, Catalog, CatalogError, Contents, Currency, Item, ItemKind, Offer, Reward,
+};
 pub use command::{Command, ExecuteStep, IdempotencyKey, Operation, StoredOutcome};
 pub use ids::{AccountId, CurrencyId, IdError, ItemId, OfferId, RewardId, SystemAccount, check_id};
 pub use ledger::{ItemMovement, Posting, Transaction, TransactionKind};
 pub use rejection::{Rejection, RejectionCode};
 pub use state_machine::{
-    BatchChanges, BatchResult, LoadedState, Outcome, Prefetch, TransactionRecord, apply_batch, needed,
+    BatchChanges, BatchResult, LoadedState, Outcome, Prefetch, TransactionRecord, apply_batch,
+    needed,
 };
-pub use verify::{VIOLATIONS_LISTED_MAX, VerifyReport, Verifier};
+pub use verify::{VIOLATIONS_LISTED_MAX, Verifier, VerifyReport};

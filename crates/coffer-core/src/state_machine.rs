@@ -94,9 +94,13 @@ pub fn needed(commands: &[Command], loaded: &LoadedState) -> Prefetch {
     for command in commands {
         match loaded.idempotency.get(&command.idempotency_key) {
             None => {
-                prefetch.idempotency_keys.insert(command.idempotency_key.clone());
+                prefetch
+                    .idempotency_keys
+                    .insert(command.idempotency_key.clone());
             }
-            Some(Some(StoredOutcome { result: Ok(id), .. })) => want_transaction(*id, &mut prefetch),
+            Some(Some(StoredOutcome { result: Ok(id), .. })) => {
+                want_transaction(*id, &mut prefetch)
+            }
             Some(_) => {}
         }
         for player in command.operation.players() {
@@ -132,9 +136,19 @@ pub fn apply_batch(
     now_unix_ms: i64,
     commands: &[Command],
 ) -> BatchResult {
-    assert!(commands.len() <= BATCH_LEN_MAX, "batch of {} commands", commands.len());
-    assert!(needed(commands, &loaded).is_empty(), "batch applied before its state was loaded");
-    assert!(loaded.next_transaction_id >= 1, "transaction ids start at 1");
+    assert!(
+        commands.len() <= BATCH_LEN_MAX,
+        "batch of {} commands",
+        commands.len()
+    );
+    assert!(
+        needed(commands, &loaded).is_empty(),
+        "batch applied before its state was loaded"
+    );
+    assert!(
+        loaded.next_transaction_id >= 1,
+        "transaction ids start at 1"
+    );
     let _ = PREFETCH_ROUNDS_MAX;
 
     let mut working = Working {
@@ -149,8 +163,16 @@ pub fn apply_batch(
             ..BatchChanges::default()
         },
     };
-    let outcomes = commands.iter().map(|command| working.apply(command)).collect();
-    let Working { accounts, mut changes, changed, .. } = working;
+    let outcomes = commands
+        .iter()
+        .map(|command| working.apply(command))
+        .collect();
+    let Working {
+        accounts,
+        mut changes,
+        changed,
+        ..
+    } = working;
     for id in changed {
         let state = accounts[&id].clone().expect("a changed account exists");
         changes.accounts.insert(id, state);
@@ -210,7 +232,14 @@ impl Working<'_> {
             return Err(rejection);
         }
 
-        let Draft { touched, opened, opening_postings, postings, item_movements, .. } = draft;
+        let Draft {
+            touched,
+            opened,
+            opening_postings,
+            postings,
+            item_movements,
+            ..
+        } = draft;
         let mut versions: BTreeMap<AccountId, u64> = BTreeMap::new();
         for (player, postings) in opened.iter().zip(opening_postings) {
             let id = self.next_id();
@@ -237,7 +266,10 @@ impl Working<'_> {
         }
         let mut metadata = BTreeMap::from([
             ("caller".to_owned(), command.caller.clone()),
-            ("idempotency_key".to_owned(), command.idempotency_key.key.clone()),
+            (
+                "idempotency_key".to_owned(),
+                command.idempotency_key.key.clone(),
+            ),
         ]);
         if !command.reason.is_empty() {
             metadata.insert("reason".to_owned(), command.reason.clone());
@@ -251,9 +283,15 @@ impl Working<'_> {
             account_versions,
             metadata,
         };
-        assert!(transaction.is_balanced(), "unbalanced transaction {transaction:?}");
+        assert!(
+            transaction.is_balanced(),
+            "unbalanced transaction {transaction:?}"
+        );
         if let Some(original) = reverses {
-            let record = self.transactions.get_mut(&original).and_then(Option::as_mut);
+            let record = self
+                .transactions
+                .get_mut(&original)
+                .and_then(Option::as_mut);
             record.expect("reversed transaction was loaded").reversed_by = Some(id);
             self.changes.reversals.push((original, id));
         }
@@ -271,123 +309,262 @@ impl Working<'_> {
     fn push_transaction(&mut self, transaction: Transaction) {
         self.transactions.insert(
             transaction.id,
-            Some(TransactionRecord { transaction: transaction.clone(), reversed_by: None }),
+            Some(TransactionRecord {
+                transaction: transaction.clone(),
+                reversed_by: None,
+            }),
         );
         self.changes.transactions.push(transaction);
     }
 
     fn record(&mut self, command: &Command, fingerprint: [u8; 32], result: Result<u64, Rejection>) {
-        let outcome = StoredOutcome { fingerprint, result };
-        self.idempotency.insert(command.idempotency_key.clone(), Some(outcome.clone()));
-        self.changes.idempotency.push((command.idempotency_key.clone(), outcome));
+        let outcome = StoredOutcome {
+            fingerprint,
+            result,
+        };
+        self.idempotency
+            .insert(command.idempotency_key.clone(), Some(outcome.clone()));
+        self.changes
+            .idempotency
+            .push((command.idempotency_key.clone(), outcome));
     }
 
-    fn open_and_run(&self, draft: &mut Draft<'_>, operation: &Operation) -> Result<TransactionKind, Rejection> {
+    fn open_and_run(
+        &self,
+        draft: &mut Draft<'_>,
+        operation: &Operation,
+    ) -> Result<TransactionKind, Rejection> {
         for player in operation.players() {
             draft.open_if_new(&AccountId::player(player))?;
         }
         self.run(draft, operation)
     }
 
-    fn run(&self, draft: &mut Draft<'_>, operation: &Operation) -> Result<TransactionKind, Rejection> {
+    fn run(
+        &self,
+        draft: &mut Draft<'_>,
+        operation: &Operation,
+    ) -> Result<TransactionKind, Rejection> {
         let shop = AccountId::system(SystemAccount::Shop);
         let grants = AccountId::system(SystemAccount::Grants);
         match operation {
-            Operation::Purchase { player_id, offer_id, expected_price } => {
+            Operation::Purchase {
+                player_id,
+                offer_id,
+                expected_price,
+            } => {
                 let offer = self.catalog.offers.get(offer_id).ok_or_else(|| {
-                    Rejection::new(RejectionCode::UnknownOffer, format!("no offer {offer_id:?} in catalog version {}", self.catalog.version))
+                    Rejection::new(
+                        RejectionCode::UnknownOffer,
+                        format!(
+                            "no offer {offer_id:?} in catalog version {}",
+                            self.catalog.version
+                        ),
+                    )
                 })?;
                 if let Some(from) = offer.available_from_unix_ms
                     && self.now_unix_ms < from
                 {
-                    return Err(Rejection::new(RejectionCode::NotAvailable, format!("offer {offer_id:?} is not available before {from} (unix ms)")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotAvailable,
+                        format!("offer {offer_id:?} is not available before {from} (unix ms)"),
+                    ));
                 }
                 if let Some(until) = offer.available_until_unix_ms
                     && self.now_unix_ms >= until
                 {
-                    return Err(Rejection::new(RejectionCode::NotAvailable, format!("offer {offer_id:?} ended at {until} (unix ms)")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotAvailable,
+                        format!("offer {offer_id:?} ended at {until} (unix ms)"),
+                    ));
                 }
                 check_price(expected_price, &offer.price, &format!("offer {offer_id:?}"))?;
                 let player = AccountId::player(player_id);
-                let bought = draft.account(&player).offer_purchases.get(offer_id).copied().unwrap_or(0);
+                let bought = draft
+                    .account(&player)
+                    .offer_purchases
+                    .get(offer_id)
+                    .copied()
+                    .unwrap_or(0);
                 if let Some(limit) = offer.limit_per_player
                     && bought >= limit
                 {
-                    return Err(Rejection::new(RejectionCode::LimitReached, format!("offer {offer_id:?} can be bought {limit} time(s) per player, and this player has bought it {bought} time(s)")));
+                    return Err(Rejection::new(
+                        RejectionCode::LimitReached,
+                        format!(
+                            "offer {offer_id:?} can be bought {limit} time(s) per player, and this player has bought it {bought} time(s)"
+                        ),
+                    ));
                 }
                 draft.transfer_amounts(&player, &shop, &offer.price)?;
                 draft.transfer_contents(&shop, &player, &offer.grants)?;
-                draft.account(&player).offer_purchases.insert(offer_id.clone(), bought + 1);
-                Ok(TransactionKind::Purchase { offer_id: offer_id.clone() })
+                draft
+                    .account(&player)
+                    .offer_purchases
+                    .insert(offer_id.clone(), bought + 1);
+                Ok(TransactionKind::Purchase {
+                    offer_id: offer_id.clone(),
+                })
             }
-            Operation::Upgrade { player_id, item_id, target_level, expected_price } => {
-                let item = self.catalog.items.get(item_id).ok_or_else(|| unknown_item(item_id))?;
+            Operation::Upgrade {
+                player_id,
+                item_id,
+                target_level,
+                expected_price,
+            } => {
+                let item = self
+                    .catalog
+                    .items
+                    .get(item_id)
+                    .ok_or_else(|| unknown_item(item_id))?;
                 let ItemKind::Upgradable { levels } = &item.kind else {
-                    return Err(Rejection::new(RejectionCode::NotUpgradable, format!("item {item_id:?} has no levels")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotUpgradable,
+                        format!("item {item_id:?} has no levels"),
+                    ));
                 };
                 let player = AccountId::player(player_id);
                 let level = draft.account(&player).holding(item_id).level;
                 let level_max = levels.len() as u32;
                 if level >= level_max {
-                    return Err(Rejection::new(RejectionCode::MaxLevelReached, format!("item {item_id:?} is at its top level {level_max}")));
+                    return Err(Rejection::new(
+                        RejectionCode::MaxLevelReached,
+                        format!("item {item_id:?} is at its top level {level_max}"),
+                    ));
                 }
                 if *target_level != level + 1 {
-                    return Err(Rejection::new(RejectionCode::LevelChanged, format!("item {item_id:?} is at level {level}; the next level is {}, not {target_level}", level + 1)));
+                    return Err(Rejection::new(
+                        RejectionCode::LevelChanged,
+                        format!(
+                            "item {item_id:?} is at level {level}; the next level is {}, not {target_level}",
+                            level + 1
+                        ),
+                    ));
                 }
                 let price = &levels[level as usize];
-                check_price(expected_price, price, &format!("level {target_level} of {item_id:?}"))?;
+                check_price(
+                    expected_price,
+                    price,
+                    &format!("level {target_level} of {item_id:?}"),
+                )?;
                 draft.transfer_amounts(&player, &shop, price)?;
                 let quantity_delta = if level == 0 { 1 } else { 0 };
                 draft.move_item(&player, item_id, quantity_delta, Some(*target_level))?;
-                Ok(TransactionKind::Upgrade { item_id: item_id.clone(), level: *target_level })
+                Ok(TransactionKind::Upgrade {
+                    item_id: item_id.clone(),
+                    level: *target_level,
+                })
             }
-            Operation::Consume { player_id, item_id, quantity } => {
-                let item = self.catalog.items.get(item_id).ok_or_else(|| unknown_item(item_id))?;
+            Operation::Consume {
+                player_id,
+                item_id,
+                quantity,
+            } => {
+                let item = self
+                    .catalog
+                    .items
+                    .get(item_id)
+                    .ok_or_else(|| unknown_item(item_id))?;
                 if matches!(item.kind, ItemKind::Upgradable { .. }) {
-                    return Err(Rejection::new(RejectionCode::NotConsumable, format!("item {item_id:?} is upgradable and cannot be consumed")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotConsumable,
+                        format!("item {item_id:?} is upgradable and cannot be consumed"),
+                    ));
                 }
                 let player = AccountId::player(player_id);
                 draft.move_item(&player, item_id, -quantity_i64(*quantity), None)?;
-                Ok(TransactionKind::Consume { item_id: item_id.clone() })
+                Ok(TransactionKind::Consume {
+                    item_id: item_id.clone(),
+                })
             }
-            Operation::ClaimReward { player_id, reward_id } => {
+            Operation::ClaimReward {
+                player_id,
+                reward_id,
+            } => {
                 let reward = self.catalog.rewards.get(reward_id).ok_or_else(|| {
-                    Rejection::new(RejectionCode::UnknownReward, format!("no reward {reward_id:?} in catalog version {}", self.catalog.version))
+                    Rejection::new(
+                        RejectionCode::UnknownReward,
+                        format!(
+                            "no reward {reward_id:?} in catalog version {}",
+                            self.catalog.version
+                        ),
+                    )
                 })?;
                 let player = AccountId::player(player_id);
                 let window_start = self.now_unix_ms - reward.rate_limit_window_ms;
-                let mut claims = draft.account(&player).reward_claims_unix_ms.get(reward_id).cloned().unwrap_or_default();
+                let mut claims = draft
+                    .account(&player)
+                    .reward_claims_unix_ms
+                    .get(reward_id)
+                    .cloned()
+                    .unwrap_or_default();
                 claims.retain(|at| *at > window_start);
                 let limit = reward.rate_limit_count as usize;
                 if claims.len() >= limit {
                     let oldest_blocking = claims[claims.len() - limit];
-                    let mut rejection = Rejection::new(RejectionCode::RateLimited, format!("reward {reward_id:?} may be claimed {limit} time(s) per {} s", reward.rate_limit_window_ms / 1000));
-                    rejection.retry_after_ms = Some(oldest_blocking + reward.rate_limit_window_ms - self.now_unix_ms);
+                    let mut rejection = Rejection::new(
+                        RejectionCode::RateLimited,
+                        format!(
+                            "reward {reward_id:?} may be claimed {limit} time(s) per {} s",
+                            reward.rate_limit_window_ms / 1000
+                        ),
+                    );
+                    rejection.retry_after_ms =
+                        Some(oldest_blocking + reward.rate_limit_window_ms - self.now_unix_ms);
                     return Err(rejection);
                 }
                 claims.push(self.now_unix_ms);
-                draft.transfer_contents(&AccountId::system(SystemAccount::Rewards), &player, &reward.grants)?;
-                draft.account(&player).reward_claims_unix_ms.insert(reward_id.clone(), claims);
-                Ok(TransactionKind::RewardClaim { reward_id: reward_id.clone() })
+                draft.transfer_contents(
+                    &AccountId::system(SystemAccount::Rewards),
+                    &player,
+                    &reward.grants,
+                )?;
+                draft
+                    .account(&player)
+                    .reward_claims_unix_ms
+                    .insert(reward_id.clone(), claims);
+                Ok(TransactionKind::RewardClaim {
+                    reward_id: reward_id.clone(),
+                })
             }
-            Operation::Grant { player_id, contents } => {
+            Operation::Grant {
+                player_id,
+                contents,
+            } => {
                 draft.transfer_contents(&grants, &AccountId::player(player_id), contents)?;
                 Ok(TransactionKind::Grant)
             }
-            Operation::Revoke { player_id, contents } => {
+            Operation::Revoke {
+                player_id,
+                contents,
+            } => {
                 draft.transfer_contents(&AccountId::player(player_id), &grants, contents)?;
                 Ok(TransactionKind::Revoke)
             }
             Operation::Execute { steps } => {
                 for step in steps {
                     match step {
-                        ExecuteStep::Grant { player_id, contents } => {
-                            draft.transfer_contents(&grants, &AccountId::player(player_id), contents)?
-                        }
-                        ExecuteStep::Revoke { player_id, contents } => {
-                            draft.transfer_contents(&AccountId::player(player_id), &grants, contents)?
-                        }
-                        ExecuteStep::Transfer { from_player_id, to_player_id, contents } => draft.transfer_contents(
+                        ExecuteStep::Grant {
+                            player_id,
+                            contents,
+                        } => draft.transfer_contents(
+                            &grants,
+                            &AccountId::player(player_id),
+                            contents,
+                        )?,
+                        ExecuteStep::Revoke {
+                            player_id,
+                            contents,
+                        } => draft.transfer_contents(
+                            &AccountId::player(player_id),
+                            &grants,
+                            contents,
+                        )?,
+                        ExecuteStep::Transfer {
+                            from_player_id,
+                            to_player_id,
+                            contents,
+                        } => draft.transfer_contents(
                             &AccountId::player(from_player_id),
                             &AccountId::player(to_player_id),
                             contents,
@@ -400,28 +577,49 @@ impl Working<'_> {
                 let record = match self.transactions.get(transaction_id) {
                     Some(Some(record)) => record,
                     _ => {
-                        return Err(Rejection::new(RejectionCode::TransactionNotFound, format!("no transaction {transaction_id}")));
+                        return Err(Rejection::new(
+                            RejectionCode::TransactionNotFound,
+                            format!("no transaction {transaction_id}"),
+                        ));
                     }
                 };
                 if let Some(by) = record.reversed_by {
-                    return Err(Rejection::new(RejectionCode::AlreadyReversed, format!("transaction {transaction_id} was reversed by transaction {by}")));
+                    return Err(Rejection::new(
+                        RejectionCode::AlreadyReversed,
+                        format!("transaction {transaction_id} was reversed by transaction {by}"),
+                    ));
                 }
                 let original = &record.transaction;
                 if let TransactionKind::Reversal { .. } = original.kind {
-                    return Err(Rejection::new(RejectionCode::NotReversible, format!("transaction {transaction_id} is a reversal; reversals are final")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotReversible,
+                        format!("transaction {transaction_id} is a reversal; reversals are final"),
+                    ));
                 }
                 for posting in &original.postings {
-                    draft.post(&posting.account, &posting.currency, -posting.amount_minor_units)?;
+                    draft.post(
+                        &posting.account,
+                        &posting.currency,
+                        -posting.amount_minor_units,
+                    )?;
                 }
                 for movement in original.item_movements.iter().rev() {
                     let held = draft.account(&movement.account).holding(&movement.item);
                     if held.level != movement.level_after {
-                        return Err(Rejection::new(RejectionCode::NotReversible, format!(
-                            "item {:?} of {} is at level {}, no longer at level {} set by transaction {transaction_id}",
-                            movement.item, movement.account, held.level, movement.level_after
-                        )));
+                        return Err(Rejection::new(
+                            RejectionCode::NotReversible,
+                            format!(
+                                "item {:?} of {} is at level {}, no longer at level {} set by transaction {transaction_id}",
+                                movement.item, movement.account, held.level, movement.level_after
+                            ),
+                        ));
                     }
-                    draft.move_item(&movement.account, &movement.item, -movement.quantity_delta, Some(movement.level_before))?;
+                    draft.move_item(
+                        &movement.account,
+                        &movement.item,
+                        -movement.quantity_delta,
+                        Some(movement.level_before),
+                    )?;
                 }
                 if let TransactionKind::Purchase { offer_id } = &original.kind {
                     for account in original.account_versions.keys() {
@@ -434,14 +632,19 @@ impl Working<'_> {
                         }
                     }
                 }
-                Ok(TransactionKind::Reversal { reverses: *transaction_id })
+                Ok(TransactionKind::Reversal {
+                    reverses: *transaction_id,
+                })
             }
         }
     }
 }
 
 fn unknown_item(item_id: &str) -> Rejection {
-    Rejection::new(RejectionCode::UnknownItem, format!("no item {item_id:?} in the catalog"))
+    Rejection::new(
+        RejectionCode::UnknownItem,
+        format!("no item {item_id:?} in the catalog"),
+    )
 }
 
 fn quantity_i64(quantity: u64) -> i64 {
@@ -455,7 +658,11 @@ fn check_price(expected: &Amounts, actual: &Amounts, what: &str) -> Result<(), R
     }
     Err(Rejection::new(
         RejectionCode::PriceChanged,
-        format!("the price of {what} is {}, the request quoted {}", show_amounts(actual), show_amounts(expected)),
+        format!(
+            "the price of {what} is {}, the request quoted {}",
+            show_amounts(actual),
+            show_amounts(expected)
+        ),
     ))
 }
 
@@ -496,10 +703,16 @@ impl<'w> Draft<'w> {
     fn account(&mut self, id: &AccountId) -> &mut AccountState {
         if !self.touched.contains_key(id) {
             let base = self.base;
-            let existing = base.get(id).unwrap_or_else(|| panic!("account {id} was not loaded"));
+            let existing = base
+                .get(id)
+                .unwrap_or_else(|| panic!("account {id} was not loaded"));
             // Players that do not exist yet were opened before the operation ran.
-            debug_assert!(existing.is_some() || id.is_system(), "account {id} used before it was opened");
-            self.touched.insert(id.clone(), existing.clone().unwrap_or_default());
+            debug_assert!(
+                existing.is_some() || id.is_system(),
+                "account {id} used before it was opened"
+            );
+            self.touched
+                .insert(id.clone(), existing.clone().unwrap_or_default());
         }
         self.touched.get_mut(id).expect("inserted above")
     }
@@ -535,23 +748,38 @@ impl<'w> Draft<'w> {
 
     fn post(&mut self, account: &AccountId, currency: &str, amount: i64) -> Result<(), Rejection> {
         if !self.catalog.currencies.contains_key(currency) {
-            return Err(Rejection::new(RejectionCode::UnknownCurrency, format!("no currency {currency:?} in the catalog")));
+            return Err(Rejection::new(
+                RejectionCode::UnknownCurrency,
+                format!("no currency {currency:?} in the catalog"),
+            ));
         }
         let state = self.account(account);
         let balance = state.balance(currency);
         let next = balance.checked_add(amount).ok_or_else(|| {
-            Rejection::new(RejectionCode::AmountOverflow, format!("balance of {currency} on {account} would overflow"))
+            Rejection::new(
+                RejectionCode::AmountOverflow,
+                format!("balance of {currency} on {account} would overflow"),
+            )
         })?;
         if next == 0 {
             state.balances.remove(currency);
         } else {
             state.balances.insert(currency.to_owned(), next);
         }
-        self.postings.push(Posting { account: account.clone(), currency: currency.to_owned(), amount_minor_units: amount });
+        self.postings.push(Posting {
+            account: account.clone(),
+            currency: currency.to_owned(),
+            amount_minor_units: amount,
+        });
         Ok(())
     }
 
-    fn transfer_amounts(&mut self, from: &AccountId, to: &AccountId, amounts: &Amounts) -> Result<(), Rejection> {
+    fn transfer_amounts(
+        &mut self,
+        from: &AccountId,
+        to: &AccountId,
+        amounts: &Amounts,
+    ) -> Result<(), Rejection> {
         for (currency, amount) in amounts {
             self.post(from, currency, -amount)?;
             self.post(to, currency, *amount)?;
@@ -559,7 +787,12 @@ impl<'w> Draft<'w> {
         Ok(())
     }
 
-    fn transfer_contents(&mut self, from: &AccountId, to: &AccountId, contents: &Contents) -> Result<(), Rejection> {
+    fn transfer_contents(
+        &mut self,
+        from: &AccountId,
+        to: &AccountId,
+        contents: &Contents,
+    ) -> Result<(), Rejection> {
         self.transfer_amounts(from, to, &contents.currencies)?;
         for (item_id, quantity) in &contents.items {
             let quantity = quantity_i64(*quantity);
@@ -577,23 +810,40 @@ impl<'w> Draft<'w> {
 
     /// Adds `quantity_delta` of an item to a player. `level_after` sets the level; without it an
     /// upgradable item that is held is at least at level 1.
-    fn move_item(&mut self, account: &AccountId, item_id: &str, quantity_delta: i64, level_after: Option<u32>) -> Result<(), Rejection> {
+    fn move_item(
+        &mut self,
+        account: &AccountId,
+        item_id: &str,
+        quantity_delta: i64,
+        level_after: Option<u32>,
+    ) -> Result<(), Rejection> {
         debug_assert!(!account.is_system(), "system accounts hold no items");
-        let item = self.catalog.items.get(item_id).ok_or_else(|| unknown_item(item_id))?;
+        let item = self
+            .catalog
+            .items
+            .get(item_id)
+            .ok_or_else(|| unknown_item(item_id))?;
         let quantity_max = item.quantity_max();
         let upgradable = matches!(item.kind, ItemKind::Upgradable { .. });
         let state = self.account(account);
         let before = state.holding(item_id);
         let quantity = i128::from(before.quantity) + i128::from(quantity_delta);
         if quantity < 0 {
-            return Err(Rejection::new(RejectionCode::InsufficientItems, format!(
-                "{account} holds {} of item {item_id:?}, {} needed", before.quantity, -quantity_delta
-            )));
+            return Err(Rejection::new(
+                RejectionCode::InsufficientItems,
+                format!(
+                    "{account} holds {} of item {item_id:?}, {} needed",
+                    before.quantity, -quantity_delta
+                ),
+            ));
         }
         if quantity > i128::from(quantity_max) {
-            return Err(Rejection::new(RejectionCode::StackLimitExceeded, format!(
-                "{account} would hold {quantity} of item {item_id:?}; at most {quantity_max} may be held"
-            )));
+            return Err(Rejection::new(
+                RejectionCode::StackLimitExceeded,
+                format!(
+                    "{account} would hold {quantity} of item {item_id:?}; at most {quantity_max} may be held"
+                ),
+            ));
         }
         let quantity = quantity as u64;
         let level = match (quantity, level_after) {
@@ -605,7 +855,10 @@ impl<'w> Draft<'w> {
         if quantity == 0 {
             state.items.remove(item_id);
         } else {
-            state.items.insert(item_id.to_owned(), crate::account::ItemHolding { quantity, level });
+            state.items.insert(
+                item_id.to_owned(),
+                crate::account::ItemHolding { quantity, level },
+            );
         }
         self.item_movements.push(ItemMovement {
             account: account.clone(),
@@ -619,23 +872,33 @@ impl<'w> Draft<'w> {
 
     /// Every player balance this command posted to must end within 0..=cap.
     fn check_bounds(&self) -> Result<(), Rejection> {
-        let posted: BTreeSet<(&AccountId, &str)> =
-            self.postings.iter().map(|p| (&p.account, p.currency.as_str())).collect();
+        let posted: BTreeSet<(&AccountId, &str)> = self
+            .postings
+            .iter()
+            .map(|p| (&p.account, p.currency.as_str()))
+            .collect();
         for (account, currency) in posted {
             if account.is_system() {
                 continue;
             }
             let balance = self.touched[account].balance(currency);
             if balance < 0 {
-                return Err(Rejection::new(RejectionCode::InsufficientFunds, format!(
-                    "{account} is short by {} {currency} (minor units)", -balance
-                )));
+                return Err(Rejection::new(
+                    RejectionCode::InsufficientFunds,
+                    format!(
+                        "{account} is short by {} {currency} (minor units)",
+                        -balance
+                    ),
+                ));
             }
             let cap = self.catalog.balance_cap(currency);
             if balance > cap {
-                return Err(Rejection::new(RejectionCode::CapExceeded, format!(
-                    "{account} would hold {balance} {currency}; the cap is {cap} (minor units)"
-                )));
+                return Err(Rejection::new(
+                    RejectionCode::CapExceeded,
+                    format!(
+                        "{account} would hold {balance} {currency}; the cap is {cap} (minor units)"
+                    ),
+                ));
             }
         }
         Ok(())

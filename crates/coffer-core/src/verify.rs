@@ -70,16 +70,25 @@ impl<'c> Verifier<'c> {
         let expected_id = self.report.transactions_checked + 1;
         self.report.transactions_checked += 1;
         if transaction.id != expected_id {
-            self.violation(format!("transaction id {} where {expected_id} was expected", transaction.id));
+            self.violation(format!(
+                "transaction id {} where {expected_id} was expected",
+                transaction.id
+            ));
         }
         for (currency, sum) in transaction.sums_per_currency() {
             if sum != 0 {
-                self.violation(format!("transaction {} postings of {currency} sum to {sum}, not 0", transaction.id));
+                self.violation(format!(
+                    "transaction {} postings of {currency} sum to {sum}, not 0",
+                    transaction.id
+                ));
             }
         }
         for posting in &transaction.postings {
             let account = self.replayed.entry(posting.account.clone()).or_default();
-            *account.balances.entry(posting.currency.clone()).or_default() += i128::from(posting.amount_minor_units);
+            *account
+                .balances
+                .entry(posting.currency.clone())
+                .or_default() += i128::from(posting.amount_minor_units);
         }
         let mut movement_errors = Vec::new();
         for movement in &transaction.item_movements {
@@ -88,7 +97,11 @@ impl<'c> Verifier<'c> {
             if holding.level != movement.level_before {
                 movement_errors.push(format!(
                     "transaction {} moves item {} of {} from level {}, replay has level {}",
-                    transaction.id, movement.item, movement.account, movement.level_before, holding.level
+                    transaction.id,
+                    movement.item,
+                    movement.account,
+                    movement.level_before,
+                    holding.level
                 ));
             }
             let quantity = i128::from(holding.quantity) + i128::from(movement.quantity_delta);
@@ -123,29 +136,53 @@ impl<'c> Verifier<'c> {
         let replayed = self.replayed.remove(id).unwrap_or_default();
         let mut errors = Vec::new();
         for (currency, balance) in &state.balances {
-            *self.report.totals_minor_units.entry(currency.clone()).or_default() += i128::from(*balance);
+            *self
+                .report
+                .totals_minor_units
+                .entry(currency.clone())
+                .or_default() += i128::from(*balance);
             if !id.is_system() {
                 let cap = self.catalog.balance_cap(currency);
                 if *balance < 0 || *balance > cap {
-                    errors.push(format!("{id} holds {balance} {currency}, outside 0..={cap}"));
+                    errors.push(format!(
+                        "{id} holds {balance} {currency}, outside 0..={cap}"
+                    ));
                 }
             }
         }
-        let stored: BTreeMap<&str, i128> =
-            state.balances.iter().map(|(c, b)| (c.as_str(), i128::from(*b))).filter(|(_, b)| *b != 0).collect();
-        let replay: BTreeMap<&str, i128> =
-            replayed.balances.iter().map(|(c, b)| (c.as_str(), *b)).filter(|(_, b)| *b != 0).collect();
+        let stored: BTreeMap<&str, i128> = state
+            .balances
+            .iter()
+            .map(|(c, b)| (c.as_str(), i128::from(*b)))
+            .filter(|(_, b)| *b != 0)
+            .collect();
+        let replay: BTreeMap<&str, i128> = replayed
+            .balances
+            .iter()
+            .map(|(c, b)| (c.as_str(), *b))
+            .filter(|(_, b)| *b != 0)
+            .collect();
         if stored != replay {
-            errors.push(format!("{id} balances {stored:?} differ from the ledger replay {replay:?}"));
+            errors.push(format!(
+                "{id} balances {stored:?} differ from the ledger replay {replay:?}"
+            ));
         }
-        let replay_items: BTreeMap<&String, &ItemHolding> =
-            replayed.items.iter().filter(|(_, h)| h.quantity > 0).collect();
+        let replay_items: BTreeMap<&String, &ItemHolding> = replayed
+            .items
+            .iter()
+            .filter(|(_, h)| h.quantity > 0)
+            .collect();
         let stored_items: BTreeMap<&String, &ItemHolding> = state.items.iter().collect();
         if stored_items != replay_items {
-            errors.push(format!("{id} items {stored_items:?} differ from the ledger replay {replay_items:?}"));
+            errors.push(format!(
+                "{id} items {stored_items:?} differ from the ledger replay {replay_items:?}"
+            ));
         }
         if state.version != replayed.version {
-            errors.push(format!("{id} is at version {}, the ledger replay at {}", state.version, replayed.version));
+            errors.push(format!(
+                "{id} is at version {}, the ledger replay at {}",
+                state.version, replayed.version
+            ));
         }
         for error in errors {
             self.violation(error);
@@ -156,16 +193,25 @@ impl<'c> Verifier<'c> {
     pub fn finish(mut self) -> VerifyReport {
         let missing: Vec<AccountId> = std::mem::take(&mut self.replayed)
             .into_iter()
-            .filter(|(_, r)| r.balances.values().any(|b| *b != 0) || r.items.values().any(|h| h.quantity > 0))
+            .filter(|(_, r)| {
+                r.balances.values().any(|b| *b != 0) || r.items.values().any(|h| h.quantity > 0)
+            })
             .map(|(id, _)| id)
             .collect();
         for id in missing {
             self.violation(format!("{id} has ledger entries but no stored account"));
         }
-        let totals: Vec<(String, i128)> =
-            self.report.totals_minor_units.iter().filter(|(_, t)| **t != 0).map(|(c, t)| (c.clone(), *t)).collect();
+        let totals: Vec<(String, i128)> = self
+            .report
+            .totals_minor_units
+            .iter()
+            .filter(|(_, t)| **t != 0)
+            .map(|(c, t)| (c.clone(), *t))
+            .collect();
         for (currency, total) in totals {
-            self.violation(format!("{currency} sums to {total} over all accounts, not 0"));
+            self.violation(format!(
+                "{currency} sums to {total} over all accounts, not 0"
+            ));
         }
         self.report
     }

@@ -1,1 +1,260 @@
-//! placeholder
+//! The Coffer server: it serves. Handlers check requests and turn them into commands; one writer
+//! batches commands from every handler through the core and commits each batch once; answers
+//! and stream events go out only after the commit. Health and reflection are served beside the
+//! `coffer.v1` services so `grpcurl` can list, describe and call everything.
+//!
+//! [`start`] runs a server on a bound socket (the `coffer` binary and the tests both use it).
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod app;
+pub mod caller;
+pub mod convert;
+pub mod error;
+mod events;
+mod wallet;
+mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use coffer_core::{Catalog, CatalogError};
+use coffer_proto::v1::{
+    admin_service_server::AdminServiceServer, wallet_service_server::WalletServiceServer,
+};
+use coffer_store::{RedbStore, Store, StoreError, StoredCatalog};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use events::SUBSCRIBER_BUFFER_LEN;
+pub use wallet::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+pub use writer::WRITER_QUEUE_LEN;
+
+use app::App;
+use writer::CatalogInForce;
+
+/// The demo catalog shipped in `assets/catalog.toml`, built in so the server starts anywhere.
+pub const DEMO_CATALOG_TOML: &str = include_str!("../../../assets/catalog.toml");
+
+/// Largest request message the server decodes, in bytes (a catalog replacement is the largest).
+pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// Directory of the redb database, created if missing.
+    pub data_dir: PathBuf,
+    /// Catalog TOML to load; `None` loads the built-in demo catalog.
+    pub catalog_path: Option<PathBuf>,
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The catalog file could not be read.
+    #[error("cannot read catalog {path}: {source}")]
+    CatalogFile {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The catalog is invalid, or cannot replace the one stored in the database.
+    #[error("catalog {origin}: {source}")]
+    Catalog {
+        origin: String,
+        source: CatalogError,
+    },
+    /// The database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Building the reflection service failed.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A server running in the background of the current tokio runtime.
+pub struct RunningServer {
+    /// The address it listens on (with the real port when port 0 was asked for).
+    pub local_addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    serve: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests and the writer's queue finish, then closes the
+    /// database. Returns once the database file is closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(());
+        self.serve.await.expect("server task panicked")
+    }
+
+    /// Waits until the server stops on its own (it does not, unless the transport fails).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.serve.await.expect("server task panicked")
+    }
+}
+
+/// Chooses the catalog: the configured file (or the demo catalog), unless the database holds a
+/// catalog of the same or a higher version, replaced at run time, which then stays in force.
+fn choose_catalog(config: &Config, store: &dyn Store) -> Result<CatalogInForce, ServerError> {
+    let (origin, source) = match &config.catalog_path {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ServerError::CatalogFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            (path.display().to_string(), text)
+        }
+        None => (
+            "built-in demo catalog".to_owned(),
+            DEMO_CATALOG_TOML.to_owned(),
+        ),
+    };
+    let from_file = Catalog::from_toml(&source).map_err(|source| ServerError::Catalog {
+        origin: origin.clone(),
+        source,
+    })?;
+    if let Some(stored) = store.stored_catalog()? {
+        let in_db =
+            Catalog::from_toml(&stored.source_toml).map_err(|source| ServerError::Catalog {
+                origin: "stored in the database".to_owned(),
+                source,
+            })?;
+        if in_db.version >= from_file.version {
+            if in_db.version > from_file.version {
+                tracing::warn!(
+                    file_version = from_file.version,
+                    stored_version = in_db.version,
+                    "the database holds a newer catalog than {origin}; keeping it"
+                );
+            }
+            return Ok(CatalogInForce {
+                catalog: Arc::new(in_db),
+                source_toml: stored.source_toml.into(),
+            });
+        }
+        in_db
+            .check_replacement(&from_file)
+            .map_err(|source| ServerError::Catalog {
+                origin: origin.clone(),
+                source,
+            })?;
+    }
+    store.save_catalog(&StoredCatalog {
+        version: from_file.version,
+        source_toml: source.clone(),
+    })?;
+    tracing::info!(version = from_file.version, %origin, "catalog loaded");
+    Ok(CatalogInForce {
+        catalog: Arc::new(from_file),
+        source_toml: source.into(),
+    })
+}
+
+/// Opens the database, loads the catalog, binds the address and serves until
+/// [`RunningServer::shutdown`].
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+        .await
+        .expect("opening the database panicked")?;
+    tracing::info!(path = %store.path().display(), "database open");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let catalog = Arc::new(RwLock::new(choose_catalog(&config, store.as_ref())?));
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen_addr,
+        source,
+    })?;
+
+    let events = Arc::new(events::Events::default());
+    let (writer, writer_thread) = writer::start(
+        Arc::clone(&store),
+        Arc::clone(&catalog),
+        Arc::clone(&events),
+    );
+    let app = Arc::new(App {
+        store,
+        writer,
+        catalog,
+        events,
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WalletServiceServer<wallet::WalletApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<admin::AdminApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let wallet = WalletServiceServer::new(wallet::WalletApi::new(Arc::clone(&app)))
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
+    let admin = AdminServiceServer::new(admin::AdminApi::new(Arc::clone(&app)))
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
+    drop(app);
+
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            wallet,
+            caller::identify,
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin,
+            caller::identify,
+        ));
+    tracing::info!(%local_addr, "coffer listening");
+    let serve = tokio::spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = shutdown_signal.await;
+                tracing::info!("shutting down: no new connections, finishing requests in flight");
+            })
+            .await;
+        // The router (and with it every handle to the writer) is gone: the writer drains its
+        // queue, commits the last batch and stops; then the last reference to the store drops.
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .expect("joining the writer")
+            .expect("the writer thread panicked");
+        tracing::info!("database closed");
+        result.map_err(ServerError::from)
+    });
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+        serve,
+    })
+}

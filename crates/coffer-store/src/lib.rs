@@ -1,1 +1,94 @@
-//! placeholder
+//! Coffer's storage: it remembers. It loads the state a batch of commands needs, lets the core
+//! decide, and writes the core's transactions, account states, idempotency outcomes and indexes
+//! in one durable commit. Reads are served from snapshots and never wait for the writer.
+//!
+//! [`Store`] is the trait the server talks to; [`RedbStore`] is the embedded default.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod record;
+mod redb_store;
+
+pub use error::StoreError;
+pub use redb_store::{DATABASE_FILE_NAME, RedbStore};
+
+use coffer_core::{
+    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, Transaction,
+    TransactionRecord, VerifyReport, limits::PREFETCH_ROUNDS_MAX,
+};
+
+/// A catalog as stored: its version and the TOML it was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCatalog {
+    pub version: u64,
+    pub source_toml: String,
+}
+
+/// Durable storage for the ledger. Implementations are called by one writer at a time for
+/// [`Store::commit_batch`] and by any number of readers for everything else.
+pub trait Store: Send + Sync + 'static {
+    /// Loads what `commands` need, applies them with the core and commits the result in one
+    /// durable write. Returns only after the commit is on disk; on error nothing was committed.
+    fn commit_batch(
+        &self,
+        commands: &[Command],
+        catalog: &Catalog,
+        now_unix_ms: i64,
+    ) -> Result<BatchResult, StoreError>;
+
+    /// Stores the catalog in force, so a restart keeps a catalog replaced at run time.
+    fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError>;
+
+    /// The last catalog saved, if any.
+    fn stored_catalog(&self) -> Result<Option<StoredCatalog>, StoreError>;
+
+    /// One account's state, from the latest committed snapshot.
+    fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError>;
+
+    /// One transaction and its reversal marker.
+    fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError>;
+
+    /// A player's transactions with versions below `before_version`, newest first.
+    fn history_before(
+        &self,
+        player: &AccountId,
+        before_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError>;
+
+    /// A player's transactions with versions above `after_version`, oldest first.
+    fn history_after(
+        &self,
+        player: &AccountId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError>;
+
+    /// Replays the whole ledger from one snapshot and checks every invariant.
+    fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError>;
+}
+
+/// The load-then-apply loop every backend shares: ask the core what is missing, let `load` fetch
+/// it (recording absent keys as `None`), and apply once nothing is missing.
+pub fn prepare_and_apply(
+    commands: &[Command],
+    catalog: &Catalog,
+    now_unix_ms: i64,
+    mut loaded: LoadedState,
+    mut load: impl FnMut(&Prefetch, &mut LoadedState) -> Result<(), StoreError>,
+) -> Result<BatchResult, StoreError> {
+    for _round in 0..=PREFETCH_ROUNDS_MAX {
+        let missing = coffer_core::needed(commands, &loaded);
+        if missing.is_empty() {
+            return Ok(coffer_core::apply_batch(
+                loaded,
+                catalog,
+                now_unix_ms,
+                commands,
+            ));
+        }
+        load(&missing, &mut loaded)?;
+    }
+    unreachable!("a batch needed more than {PREFETCH_ROUNDS_MAX} load rounds")
+}

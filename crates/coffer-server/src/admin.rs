@@ -1,0 +1,203 @@
+//! `coffer.v1.AdminService`: grants, revocations, reversals, Execute, catalog and verification.
+
+use std::sync::Arc;
+
+use coffer_core::{Catalog, Command, IdempotencyKey, Operation, Transaction};
+use coffer_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::app::App;
+use crate::caller::caller_of;
+use crate::convert::{self, Checker};
+use crate::error::{ApiError, BadField};
+use crate::writer::WriteError;
+
+/// The admin service.
+pub struct AdminApi {
+    app: Arc<App>,
+}
+
+impl AdminApi {
+    /// An admin service over shared state.
+    pub fn new(app: Arc<App>) -> Self {
+        AdminApi { app }
+    }
+
+    async fn run<T>(
+        &self,
+        request: &Request<T>,
+        mut check: Checker,
+        key: &str,
+        reason: &str,
+        operation: Operation,
+    ) -> Result<pb::Transaction, ApiError> {
+        let caller = caller_of(request)?;
+        let key = check.idempotency_key(key);
+        let reason = check.reason(reason);
+        let operation = check.finish(operation)?;
+        let command = Command {
+            idempotency_key: IdempotencyKey::admin(&key),
+            operation,
+            caller: caller.label(),
+            reason,
+        };
+        let transaction: Transaction = self.app.execute(command).await?;
+        Ok(convert::transaction(&transaction))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for AdminApi {
+    async fn grant(
+        &self,
+        request: Request<pb::GrantRequest>,
+    ) -> Result<Response<pb::GrantResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let operation = Operation::Grant {
+            player_id: check.id("player_id", &r.player_id),
+            contents: check.contents("contents", r.contents.as_ref()),
+        };
+        let transaction = self
+            .run(&request, check, &r.idempotency_key, &r.reason, operation)
+            .await?;
+        Ok(Response::new(pb::GrantResponse {
+            transaction: Some(transaction),
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let operation = Operation::Revoke {
+            player_id: check.id("player_id", &r.player_id),
+            contents: check.contents("contents", r.contents.as_ref()),
+        };
+        let transaction = self
+            .run(&request, check, &r.idempotency_key, &r.reason, operation)
+            .await?;
+        Ok(Response::new(pb::RevokeResponse {
+            transaction: Some(transaction),
+        }))
+    }
+
+    async fn reverse(
+        &self,
+        request: Request<pb::ReverseRequest>,
+    ) -> Result<Response<pb::ReverseResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        if r.transaction_id == 0 {
+            check.bad(
+                "transaction_id",
+                "must be a transaction id (ids start at 1)",
+            );
+        }
+        let operation = Operation::Reverse {
+            transaction_id: r.transaction_id,
+        };
+        let transaction = self
+            .run(&request, check, &r.idempotency_key, &r.reason, operation)
+            .await?;
+        Ok(Response::new(pb::ReverseResponse {
+            transaction: Some(transaction),
+        }))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let operation = Operation::Execute {
+            steps: check.steps(&r.operations),
+        };
+        let transaction = self
+            .run(&request, check, &r.idempotency_key, &r.reason, operation)
+            .await?;
+        Ok(Response::new(pb::ExecuteResponse {
+            transaction: Some(transaction),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::GetTransactionResponse>, Status> {
+        let id = request.get_ref().transaction_id;
+        let record = self.app.store.transaction(id).map_err(ApiError::from)?;
+        let record = record.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
+        Ok(Response::new(pb::GetTransactionResponse {
+            transaction: Some(convert::transaction(&record.transaction)),
+            reversed_by_transaction_id: record.reversed_by.unwrap_or(0),
+        }))
+    }
+
+    async fn get_catalog_source(
+        &self,
+        _request: Request<pb::GetCatalogSourceRequest>,
+    ) -> Result<Response<pb::GetCatalogSourceResponse>, Status> {
+        let in_force = self
+            .app
+            .catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .clone();
+        Ok(Response::new(pb::GetCatalogSourceResponse {
+            version: in_force.catalog.version,
+            catalog_toml: in_force.source_toml.to_string(),
+        }))
+    }
+
+    async fn replace_catalog(
+        &self,
+        request: Request<pb::ReplaceCatalogRequest>,
+    ) -> Result<Response<pb::ReplaceCatalogResponse>, Status> {
+        caller_of(&request)?;
+        let source = request.into_inner().catalog_toml;
+        let catalog = Catalog::from_toml(&source).map_err(|e| {
+            ApiError::InvalidArgument(vec![BadField::new("catalog_toml", e.to_string())])
+        })?;
+        let version = match self.app.writer.replace_catalog(catalog, source).await {
+            Ok(version) => version,
+            Err(WriteError::Catalog(e)) => {
+                return Err(
+                    ApiError::FailedPrecondition(format!("catalog not replaced: {e}")).into(),
+                );
+            }
+            Err(WriteError::Stopped) => {
+                return Err(ApiError::Unavailable("the server is shutting down".to_owned()).into());
+            }
+            Err(e @ (WriteError::Store(_) | WriteError::CommitFailed(_))) => {
+                tracing::error!(error = %e, "saving the catalog failed");
+                return Err(ApiError::Unavailable(
+                    "saving the catalog failed; the old catalog stays in force".to_owned(),
+                )
+                .into());
+            }
+        };
+        Ok(Response::new(pb::ReplaceCatalogResponse { version }))
+    }
+
+    async fn verify_ledger(
+        &self,
+        _request: Request<pb::VerifyLedgerRequest>,
+    ) -> Result<Response<pb::VerifyLedgerResponse>, Status> {
+        let catalog = self.app.catalog();
+        let report = self
+            .app
+            .blocking(move |store| store.verify(&catalog))
+            .await?;
+        Ok(Response::new(pb::VerifyLedgerResponse {
+            clean: report.is_clean(),
+            transactions_checked: report.transactions_checked,
+            accounts_checked: report.accounts_checked,
+            violation_count: report.violation_count,
+            violations: report.violations,
+        }))
+    }
+}

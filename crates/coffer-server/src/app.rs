@@ -1,0 +1,53 @@
+//! State shared by every handler: storage for reads, the writer for changes, the catalog in
+//! force and the live event hub.
+
+use std::sync::Arc;
+
+use coffer_core::{Catalog, Command, Transaction};
+use coffer_store::Store;
+
+use crate::error::ApiError;
+use crate::events::Events;
+use crate::writer::{SharedCatalog, WriteError, WriterHandle};
+
+/// What handlers share.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub writer: WriterHandle,
+    pub catalog: SharedCatalog,
+    pub events: Arc<Events>,
+}
+
+impl App {
+    /// The catalog in force now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().expect("catalog lock poisoned").catalog)
+    }
+
+    /// Sends a command through the writer; returns its transaction once durable.
+    pub async fn execute(&self, command: Command) -> Result<Transaction, ApiError> {
+        match self.writer.submit(command).await {
+            Ok(Ok(transaction)) => Ok(transaction),
+            Ok(Err(rejection)) => Err(ApiError::Rejected(rejection)),
+            Err(WriteError::Stopped) => Err(ApiError::Unavailable(
+                "the server is shutting down; nothing was changed, retry with the same idempotency key".to_owned(),
+            )),
+            Err(WriteError::CommitFailed(_) | WriteError::Store(_)) => Err(ApiError::Unavailable(
+                "the commit failed; nothing was changed, retry with the same idempotency key".to_owned(),
+            )),
+            Err(WriteError::Catalog(e)) => Err(ApiError::Internal(format!("catalog error on a command: {e}"))),
+        }
+    }
+
+    /// Runs blocking storage work (scans, verification) off the async workers.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Arc<dyn Store>) -> Result<T, coffer_store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(store))
+            .await
+            .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}

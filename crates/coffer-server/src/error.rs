@@ -1,0 +1,139 @@
+//! The one place where errors become gRPC statuses. Rejections carry a `google.rpc.ErrorInfo`
+//! whose `reason` is the stable rejection name (domain `coffer.v1`); malformed requests carry a
+//! `google.rpc.BadRequest` naming each bad field. Internal details never reach the client.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use coffer_core::{Rejection, RejectionCode};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The `ErrorInfo.domain` of every Coffer rejection.
+pub const ERROR_DOMAIN: &str = "coffer.v1";
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadField {
+    /// Path of the field, e.g. `expected_price[0].amount_minor_units`.
+    pub field: String,
+    /// What is wrong with it, in words a developer can act on.
+    pub description: String,
+}
+
+impl BadField {
+    /// A bad field.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        BadField {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; nothing was attempted.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<BadField>),
+    /// The ledger refused the command (the refusal is stored for idempotent retries).
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
+    /// A looked-up entity does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but the system's state does not allow it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Storage failed or the server is shutting down; nothing was committed. Safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state; details are logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+fn describe(fields: &[BadField]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.description))
+        .collect();
+    parts.join("; ")
+}
+
+/// The gRPC code of each rejection. Exhaustive, so a new rejection cannot go unmapped.
+pub fn rejection_code(code: RejectionCode) -> Code {
+    match code {
+        RejectionCode::IdempotencyKeyReused => Code::AlreadyExists,
+        RejectionCode::UnknownOffer
+        | RejectionCode::UnknownItem
+        | RejectionCode::UnknownCurrency
+        | RejectionCode::UnknownReward
+        | RejectionCode::TransactionNotFound => Code::NotFound,
+        RejectionCode::RateLimited => Code::ResourceExhausted,
+        RejectionCode::AmountOverflow => Code::OutOfRange,
+        RejectionCode::NotAvailable
+        | RejectionCode::PriceChanged
+        | RejectionCode::LimitReached
+        | RejectionCode::NotUpgradable
+        | RejectionCode::LevelChanged
+        | RejectionCode::MaxLevelReached
+        | RejectionCode::NotConsumable
+        | RejectionCode::InsufficientFunds
+        | RejectionCode::InsufficientItems
+        | RejectionCode::CapExceeded
+        | RejectionCode::StackLimitExceeded
+        | RejectionCode::AlreadyReversed
+        | RejectionCode::NotReversible => Code::FailedPrecondition,
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        match error {
+            ApiError::InvalidArgument(fields) => {
+                let message = format!("invalid request: {}", describe(&fields));
+                let violations: Vec<FieldViolation> = fields
+                    .into_iter()
+                    .map(|f| FieldViolation::new(f.field, f.description))
+                    .collect();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            ApiError::Rejected(rejection) => {
+                let mut metadata = HashMap::new();
+                if let Some(ms) = rejection.retry_after_ms {
+                    metadata.insert("retry_after_ms".to_owned(), ms.to_string());
+                }
+                let mut details =
+                    ErrorDetails::with_error_info(rejection.code.name(), ERROR_DOMAIN, metadata);
+                if let Some(ms) = rejection.retry_after_ms {
+                    details.set_retry_info(Some(Duration::from_millis(ms.max(0) as u64)));
+                }
+                let message = format!("{}: {}", rejection.code.name(), rejection.message);
+                Status::with_error_details(rejection_code(rejection.code), message, details)
+            }
+            ApiError::NotFound(message) => Status::not_found(message),
+            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::internal("internal error; the server log has the details")
+            }
+        }
+    }
+}
+
+impl From<coffer_store::StoreError> for ApiError {
+    fn from(error: coffer_store::StoreError) -> ApiError {
+        tracing::error!(%error, "storage error");
+        ApiError::Unavailable(
+            "storage is unavailable; nothing was changed, retry with the same idempotency key"
+                .to_owned(),
+        )
+    }
+}

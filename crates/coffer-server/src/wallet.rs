@@ -1,0 +1,308 @@
+//! `coffer.v1.WalletService`: validate, turn the request into a command or a read, answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use coffer_core::{AccountId, Command, IdempotencyKey, Operation, Transaction};
+use coffer_proto::v1 as pb;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::app::App;
+use crate::caller::caller_of;
+use crate::convert::{self, Checker};
+use crate::error::ApiError;
+
+/// Transactions returned by ListTransactions when the request names no page size.
+pub const PAGE_SIZE_DEFAULT: u32 = 50;
+/// Most transactions one ListTransactions page may hold.
+pub const PAGE_SIZE_MAX: u32 = 500;
+/// Transactions read from storage per round while a subscriber catches up.
+pub const CATCH_UP_PAGE_LEN: usize = 256;
+/// Events queued towards one subscriber's connection.
+pub const STREAM_BUFFER_LEN: usize = 64;
+
+/// The wallet service.
+pub struct WalletApi {
+    app: Arc<App>,
+}
+
+impl WalletApi {
+    /// A wallet service over shared state.
+    pub fn new(app: Arc<App>) -> Self {
+        WalletApi { app }
+    }
+
+    async fn run<T>(
+        &self,
+        request: &Request<T>,
+        check: Checker,
+        player_id: String,
+        key: String,
+        operation: Operation,
+    ) -> Result<Transaction, ApiError> {
+        let caller = caller_of(request)?;
+        let operation = check.finish(operation)?;
+        let command = Command {
+            idempotency_key: IdempotencyKey::player(&player_id, &key),
+            operation,
+            caller: caller.label(),
+            reason: String::new(),
+        };
+        self.app.execute(command).await
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::wallet_service_server::WalletService for WalletApi {
+    async fn get_catalog(
+        &self,
+        _request: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::GetCatalogResponse>, Status> {
+        let catalog = self.app.catalog();
+        Ok(Response::new(pb::GetCatalogResponse {
+            catalog: Some(convert::catalog(&catalog)),
+        }))
+    }
+
+    async fn get_wallet(
+        &self,
+        request: Request<pb::GetWalletRequest>,
+    ) -> Result<Response<pb::GetWalletResponse>, Status> {
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &request.get_ref().player_id);
+        check.finish(())?;
+        let state = self
+            .app
+            .store
+            .account(&AccountId::player(&player_id))
+            .map_err(ApiError::from)?;
+        let wallet = convert::wallet(&player_id, state.as_ref(), &self.app.catalog());
+        Ok(Response::new(pb::GetWalletResponse {
+            wallet: Some(wallet),
+        }))
+    }
+
+    async fn purchase(
+        &self,
+        request: Request<pb::PurchaseRequest>,
+    ) -> Result<Response<pb::PurchaseResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let key = check.idempotency_key(&r.idempotency_key);
+        let operation = Operation::Purchase {
+            player_id: player_id.clone(),
+            offer_id: check.id("offer_id", &r.offer_id),
+            expected_price: check.amounts("expected_price", &r.expected_price, true),
+        };
+        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        Ok(Response::new(pb::PurchaseResponse {
+            transaction: Some(convert::transaction(&transaction)),
+        }))
+    }
+
+    async fn upgrade(
+        &self,
+        request: Request<pb::UpgradeRequest>,
+    ) -> Result<Response<pb::UpgradeResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let key = check.idempotency_key(&r.idempotency_key);
+        if r.target_level == 0 {
+            check.bad("target_level", "must be at least 1 (level 1 buys the item)");
+        }
+        let operation = Operation::Upgrade {
+            player_id: player_id.clone(),
+            item_id: check.id("item_id", &r.item_id),
+            target_level: r.target_level,
+            expected_price: check.amounts("expected_price", &r.expected_price, false),
+        };
+        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        Ok(Response::new(pb::UpgradeResponse {
+            transaction: Some(convert::transaction(&transaction)),
+        }))
+    }
+
+    async fn consume(
+        &self,
+        request: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<pb::ConsumeResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let key = check.idempotency_key(&r.idempotency_key);
+        let operation = Operation::Consume {
+            player_id: player_id.clone(),
+            item_id: check.id("item_id", &r.item_id),
+            quantity: check.quantity("quantity", r.quantity),
+        };
+        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        Ok(Response::new(pb::ConsumeResponse {
+            transaction: Some(convert::transaction(&transaction)),
+        }))
+    }
+
+    async fn claim_reward(
+        &self,
+        request: Request<pb::ClaimRewardRequest>,
+    ) -> Result<Response<pb::ClaimRewardResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let key = check.idempotency_key(&r.idempotency_key);
+        let operation = Operation::ClaimReward {
+            player_id: player_id.clone(),
+            reward_id: check.id("reward_id", &r.reward_id),
+        };
+        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        Ok(Response::new(pb::ClaimRewardResponse {
+            transaction: Some(convert::transaction(&transaction)),
+        }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let page_size = match r.page_size {
+            0 => PAGE_SIZE_DEFAULT,
+            size if size > PAGE_SIZE_MAX => {
+                check.bad("page_size", format!("must be at most {PAGE_SIZE_MAX}"));
+                PAGE_SIZE_MAX
+            }
+            size => size,
+        };
+        let before_version = if r.page_token.is_empty() {
+            u64::MAX
+        } else {
+            r.page_token.parse::<u64>().unwrap_or_else(|_| {
+                check.bad("page_token", "is not a token from a previous response");
+                0
+            })
+        };
+        check.finish(())?;
+        let account = AccountId::player(&player_id);
+        let page_account = account.clone();
+        let transactions = self
+            .app
+            .blocking(move |store| {
+                store.history_before(&page_account, before_version, page_size as usize)
+            })
+            .await?;
+        let oldest_version = transactions
+            .last()
+            .and_then(|t| t.account_versions.get(&account).copied());
+        let next_page_token = match oldest_version {
+            Some(version) if transactions.len() == page_size as usize && version > 1 => {
+                version.to_string()
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: transactions.iter().map(convert::transaction).collect(),
+            next_page_token,
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        check.finish(())?;
+        // Listen before reading history, so a commit between the two is seen by one of them.
+        let live = self.app.events.subscribe(&player_id);
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER_LEN);
+        let app = Arc::clone(&self.app);
+        tokio::spawn(feed_subscriber(
+            app,
+            AccountId::player(&player_id),
+            r.from_version,
+            live,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+type EventSender = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
+
+/// Sends every transaction past `version`, in version order with no gap and no repeat: history
+/// from storage first, then live events; after a lag or a gap it goes back to storage.
+async fn feed_subscriber(
+    app: Arc<App>,
+    player: AccountId,
+    mut version: u64,
+    mut live: broadcast::Receiver<crate::events::WalletEvent>,
+    sender: EventSender,
+) {
+    loop {
+        // Catch up from storage.
+        loop {
+            let after = version;
+            let account = player.clone();
+            let page = match app
+                .blocking(move |store| store.history_after(&account, after, CATCH_UP_PAGE_LEN))
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            };
+            let page_len = page.len();
+            for transaction in page {
+                let Some(next) = transaction.account_versions.get(&player).copied() else {
+                    continue;
+                };
+                if !send(&sender, next, &transaction).await {
+                    return;
+                }
+                version = next;
+            }
+            if page_len < CATCH_UP_PAGE_LEN {
+                break;
+            }
+        }
+        // Follow live events until a gap or lag sends us back to storage.
+        loop {
+            let event = tokio::select! {
+                _ = sender.closed() => return,
+                event = live.recv() => event,
+            };
+            match event {
+                Ok(event) if event.version <= version => continue,
+                Ok(event) if event.version == version + 1 => {
+                    if !send(&sender, event.version, &event.transaction).await {
+                        return;
+                    }
+                    version = event.version;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+async fn send(sender: &EventSender, version: u64, transaction: &Transaction) -> bool {
+    let response = pb::SubscribeResponse {
+        version,
+        transaction: Some(convert::transaction(transaction)),
+    };
+    sender.send(Ok(response)).await.is_ok()
+}

@@ -1,0 +1,40 @@
+//! Storage errors.
+
+/// Why a storage operation failed. Nothing was committed when a write returns one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database engine or the disk failed (I/O error, disk full, corruption detected).
+    #[error("storage failed: {0}")]
+    Engine(#[from] redb::Error),
+    /// Another process holds the database open.
+    #[error("the database {0} is already open in another process")]
+    AlreadyOpen(String),
+    /// A stored record could not be decoded.
+    #[error("stored {what} could not be decoded: {detail}")]
+    Corrupt { what: String, detail: String },
+    /// The data directory could not be created or read.
+    #[error("data directory {path}: {source}")]
+    DataDirectory {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+macro_rules! engine_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Engine(e.into())
+            }
+        }
+    )*};
+}
+
+engine_error!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

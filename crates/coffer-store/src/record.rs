@@ -1,0 +1,16 @@
+//! Encoding of stored records (postcard: compact and deterministic).
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::StoreError;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("encoding a record to memory cannot fail")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,298 @@
+//! The embedded default: one redb file. Every batch is one write transaction with
+//! `Durability::Immediate` and two-phase commit, so an acknowledged batch survives power loss.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use coffer_core::{
+    AccountId, AccountState, BatchResult, Catalog, Command, IdempotencyKey, LoadedState,
+    StoredOutcome, Transaction, TransactionRecord, Verifier, VerifyReport,
+};
+
+use crate::record::{decode, encode};
+use crate::{Store, StoreError, StoredCatalog, prepare_and_apply};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE_NAME: &str = "coffer.redb";
+
+/// Account name → encoded `AccountState`.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// Transaction id → encoded `Transaction`. Ids are dense and increasing, so appends are sequential.
+const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
+/// (player, version) → transaction id: history and Subscribe catch-up.
+const HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account_history");
+/// (scope, key) → encoded `StoredOutcome`.
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+/// Original transaction id → id of its reversal.
+const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
+/// Named values: `next_transaction_id`, `catalog`.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const NEXT_TRANSACTION_ID: &str = "next_transaction_id";
+const CATALOG: &str = "catalog";
+
+/// The redb-backed [`Store`].
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `coffer.redb` in `data_dir`, creating the directory if needed.
+    pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(DATABASE_FILE_NAME);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::AlreadyOpen(path.display().to_string()));
+            }
+            Err(e) => return Err(StoreError::Engine(e.into())),
+        };
+        let store = RedbStore { db, path };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    /// Where the database file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(ACCOUNTS)?;
+        txn.open_table(TRANSACTIONS)?;
+        txn.open_table(HISTORY)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(REVERSALS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn read_transactions(
+        table: &impl ReadableTable<u64, &'static [u8]>,
+        ids: impl Iterator<Item = u64>,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let mut transactions = Vec::new();
+        for id in ids {
+            let bytes = table.get(id)?.ok_or_else(|| StoreError::Corrupt {
+                what: format!("history entry for transaction {id}"),
+                detail: "the transaction is missing".to_owned(),
+            })?;
+            transactions.push(decode("transaction", bytes.value())?);
+        }
+        Ok(transactions)
+    }
+}
+
+impl Store for RedbStore {
+    fn commit_batch(
+        &self,
+        commands: &[Command],
+        catalog: &Catalog,
+        now_unix_ms: i64,
+    ) -> Result<BatchResult, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_two_phase_commit(true);
+        let result = {
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            let mut transactions = txn.open_table(TRANSACTIONS)?;
+            let mut history = txn.open_table(HISTORY)?;
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            let mut reversals = txn.open_table(REVERSALS)?;
+            let mut meta = txn.open_table(META)?;
+
+            let next_transaction_id = match meta.get(NEXT_TRANSACTION_ID)? {
+                Some(bytes) => decode("next transaction id", bytes.value())?,
+                None => 1u64,
+            };
+            let loaded = LoadedState {
+                next_transaction_id,
+                ..LoadedState::default()
+            };
+            let result =
+                prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
+                    for id in &missing.accounts {
+                        let state = match accounts.get(id.as_str())? {
+                            Some(bytes) => Some(decode::<AccountState>("account", bytes.value())?),
+                            None => None,
+                        };
+                        loaded.accounts.insert(id.clone(), state);
+                    }
+                    for key in &missing.idempotency_keys {
+                        let outcome =
+                            match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
+                                Some(bytes) => Some(decode::<StoredOutcome>(
+                                    "idempotency outcome",
+                                    bytes.value(),
+                                )?),
+                                None => None,
+                            };
+                        loaded.idempotency.insert(key.clone(), outcome);
+                    }
+                    for id in &missing.transactions {
+                        let record = match transactions.get(*id)? {
+                            Some(bytes) => Some(TransactionRecord {
+                                transaction: decode("transaction", bytes.value())?,
+                                reversed_by: reversals.get(*id)?.map(|v| v.value()),
+                            }),
+                            None => None,
+                        };
+                        loaded.transactions.insert(*id, record);
+                    }
+                    Ok(())
+                })?;
+
+            let changes = &result.changes;
+            for (id, state) in &changes.accounts {
+                accounts.insert(id.as_str(), encode(state).as_slice())?;
+            }
+            for transaction in &changes.transactions {
+                transactions.insert(transaction.id, encode(transaction).as_slice())?;
+                for (account, version) in &transaction.account_versions {
+                    history.insert((account.as_str(), *version), transaction.id)?;
+                }
+            }
+            for (original, reversal) in &changes.reversals {
+                reversals.insert(*original, *reversal)?;
+            }
+            for (IdempotencyKey { scope, key }, outcome) in &changes.idempotency {
+                idempotency.insert((scope.as_str(), key.as_str()), encode(outcome).as_slice())?;
+            }
+            meta.insert(
+                NEXT_TRANSACTION_ID,
+                encode(&changes.next_transaction_id).as_slice(),
+            )?;
+            result
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            let value = encode(&(catalog.version, catalog.source_toml.as_str()));
+            meta.insert(CATALOG, value.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn stored_catalog(&self) -> Result<Option<StoredCatalog>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let Some(bytes) = meta.get(CATALOG)? else {
+            return Ok(None);
+        };
+        let (version, source_toml): (u64, String) = decode("catalog", bytes.value())?;
+        Ok(Some(StoredCatalog {
+            version,
+            source_toml,
+        }))
+    }
+
+    fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let accounts = txn.open_table(ACCOUNTS)?;
+        match accounts.get(id.as_str())? {
+            Some(bytes) => Ok(Some(decode("account", bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let reversals = txn.open_table(REVERSALS)?;
+        let Some(bytes) = transactions.get(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(TransactionRecord {
+            transaction: decode("transaction", bytes.value())?,
+            reversed_by: reversals.get(id)?.map(|v| v.value()),
+        }))
+    }
+
+    fn history_before(
+        &self,
+        player: &AccountId,
+        before_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(HISTORY)?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let name = player.as_str();
+        let mut ids = Vec::with_capacity(limit);
+        for entry in history
+            .range((name, 0)..(name, before_version))?
+            .rev()
+            .take(limit)
+        {
+            ids.push(entry?.1.value());
+        }
+        Self::read_transactions(&transactions, ids.into_iter())
+    }
+
+    fn history_after(
+        &self,
+        player: &AccountId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(HISTORY)?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let name = player.as_str();
+        let Some(start) = after_version.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let mut ids = Vec::with_capacity(limit);
+        for entry in history.range((name, start)..=(name, u64::MAX))?.take(limit) {
+            ids.push(entry?.1.value());
+        }
+        Self::read_transactions(&transactions, ids.into_iter())
+    }
+
+    fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let accounts = txn.open_table(ACCOUNTS)?;
+        let meta = txn.open_table(META)?;
+        let mut verifier = Verifier::new(catalog);
+        for entry in transactions.iter()? {
+            let (_, bytes) = entry?;
+            verifier.transaction(&decode::<Transaction>("transaction", bytes.value())?);
+        }
+        for entry in accounts.iter()? {
+            let (name, bytes) = entry?;
+            let state: AccountState = decode("account", bytes.value())?;
+            verifier.account(&AccountId::from_stored(name.value()), &state);
+        }
+        let mut report = verifier.finish();
+        let next_id: u64 = match meta.get(NEXT_TRANSACTION_ID)? {
+            Some(bytes) => decode("next transaction id", bytes.value())?,
+            None => 1,
+        };
+        if next_id != report.transactions_checked + 1 {
+            report.violation_count += 1;
+            report.violations.push(format!(
+                "next transaction id is {next_id}, but {} transactions are stored",
+                report.transactions_checked
+            ));
+        }
+        Ok(report)
+    }
+}
