@@ -1,0 +1,393 @@
+//! Property tests: random sequences of commands, in random batches, keep every ledger
+//! invariant; rejections change nothing; retries replay; batching never changes outcomes.
+
+use std::collections::BTreeMap;
+
+use coffer_core::*;
+use proptest::prelude::*;
+
+const CATALOG: &str = r#"
+version = 1
+[currencies.coins]
+decimals = 0
+max_balance_minor_units = 500
+initial_balance_minor_units = 50
+[currencies.gems]
+decimals = 0
+initial_balance_minor_units = 2
+[items.potion]
+kind = "stackable"
+max_stack = 5
+[items.sword]
+kind = "unique"
+[items.boots]
+kind = "upgradable"
+level_prices = [{ coins = 10 }, { coins = 20, gems = 1 }, { coins = 40 }]
+[bundles.pack]
+currencies = { coins = 30 }
+items = { potion = 2 }
+[offers.potion]
+price = { coins = 7 }
+items = { potion = 1 }
+[offers.sword]
+price = { coins = 60 }
+items = { sword = 1 }
+[offers.pack]
+price = { gems = 1 }
+bundle = "pack"
+limit_per_player = 2
+[offers.gems]
+price = { coins = 100 }
+currencies = { gems = 3 }
+[rewards.coin]
+currencies = { coins = 5 }
+rate_limit = { count = 3, window_seconds = 10 }
+"#;
+
+const PLAYERS: [&str; 3] = ["p0", "p1", "p2"];
+
+/// An in-memory stand-in for storage: what a real store would hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Memory {
+    accounts: BTreeMap<AccountId, AccountState>,
+    transactions: BTreeMap<u64, Transaction>,
+    reversals: BTreeMap<u64, u64>,
+    idempotency: BTreeMap<IdempotencyKey, StoredOutcome>,
+}
+
+impl Memory {
+    fn next_id(&self) -> u64 {
+        self.transactions.len() as u64 + 1
+    }
+
+    fn run(&mut self, commands: &[Command], catalog: &Catalog, now: i64) -> Vec<Outcome> {
+        let mut loaded = LoadedState {
+            next_transaction_id: self.next_id(),
+            ..LoadedState::default()
+        };
+        for _ in 0..=limits::PREFETCH_ROUNDS_MAX {
+            let missing = needed(commands, &loaded);
+            if missing.is_empty() {
+                break;
+            }
+            for id in missing.accounts {
+                loaded
+                    .accounts
+                    .insert(id.clone(), self.accounts.get(&id).cloned());
+            }
+            for key in missing.idempotency_keys {
+                loaded
+                    .idempotency
+                    .insert(key.clone(), self.idempotency.get(&key).cloned());
+            }
+            for id in missing.transactions {
+                let record = self.transactions.get(&id).map(|t| TransactionRecord {
+                    transaction: t.clone(),
+                    reversed_by: self.reversals.get(&id).copied(),
+                });
+                loaded.transactions.insert(id, record);
+            }
+        }
+        let result = apply_batch(loaded, catalog, now, commands);
+        let changes = result.changes;
+        assert_eq!(
+            changes.next_transaction_id,
+            self.next_id() + changes.transactions.len() as u64
+        );
+        self.accounts.extend(changes.accounts);
+        for transaction in changes.transactions {
+            assert!(
+                self.transactions
+                    .insert(transaction.id, transaction)
+                    .is_none(),
+                "transaction ids are never reused"
+            );
+        }
+        self.reversals.extend(changes.reversals);
+        self.idempotency.extend(changes.idempotency);
+        result.outcomes
+    }
+
+    fn verify(&self, catalog: &Catalog) -> VerifyReport {
+        let mut verifier = Verifier::new(catalog);
+        for transaction in self.transactions.values() {
+            verifier.transaction(transaction);
+        }
+        for (id, state) in &self.accounts {
+            verifier.account(id, state);
+        }
+        verifier.finish()
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog::from_toml(CATALOG).unwrap()
+}
+
+fn player() -> impl Strategy<Value = String> {
+    prop::sample::select(&PLAYERS[..]).prop_map(str::to_owned)
+}
+
+fn amounts() -> impl Strategy<Value = Amounts> {
+    prop::collection::btree_map(
+        prop_oneof![6 => Just("coins".to_owned()), 3 => Just("gems".to_owned()), 1 => Just("gold".to_owned())],
+        1i64..40,
+        0..3,
+    )
+}
+
+fn contents() -> impl Strategy<Value = Contents> {
+    let items = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "potion".to_owned(),
+            "sword".to_owned(),
+            "boots".to_owned(),
+        ]),
+        1u64..3,
+        0..2,
+    );
+    (amounts(), items).prop_map(|(currencies, items)| Contents { currencies, items })
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    let offer = prop::sample::select(vec!["potion", "potion", "sword", "pack", "gems", "nothing"]);
+    let item = prop::sample::select(vec!["boots", "boots", "potion", "sword", "nothing"]);
+    let honest = || prop::bool::weighted(0.85);
+    prop_oneof![
+        4 => (player(), offer, honest()).prop_map(|(player_id, offer_id, honest)| {
+            let price: Amounts = match (offer_id, honest) {
+                ("potion", true) => [("coins".to_owned(), 7)].into(),
+                ("sword", true) => [("coins".to_owned(), 60)].into(),
+                ("pack", true) => [("gems".to_owned(), 1)].into(),
+                ("gems", true) => [("coins".to_owned(), 100)].into(),
+                _ => [("coins".to_owned(), 1)].into(),
+            };
+            Operation::Purchase { player_id, offer_id: offer_id.to_owned(), expected_price: price }
+        }),
+        3 => (player(), item.clone(), 1u32..5, honest()).prop_map(|(player_id, item_id, target_level, honest)| {
+            let price: Amounts = match (target_level, honest) {
+                (1, true) => [("coins".to_owned(), 10)].into(),
+                (2, true) => [("coins".to_owned(), 20), ("gems".to_owned(), 1)].into(),
+                (3, true) => [("coins".to_owned(), 40)].into(),
+                _ => [("coins".to_owned(), 5)].into(),
+            };
+            Operation::Upgrade { player_id, item_id: item_id.to_owned(), target_level, expected_price: price }
+        }),
+        2 => (player(), item.clone(), 1u64..4).prop_map(|(player_id, item_id, quantity)| Operation::Consume { player_id, item_id: item_id.to_owned(), quantity }),
+        3 => (player(), prop::sample::select(vec!["coin", "nothing"])).prop_map(|(player_id, r)| Operation::ClaimReward { player_id, reward_id: r.to_owned() }),
+        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Grant { player_id, contents }),
+        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Revoke { player_id, contents }),
+        2 => (1u64..40).prop_map(|transaction_id| Operation::Reverse { transaction_id }),
+        1 => prop::collection::vec(
+                prop_oneof![
+                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Grant { player_id, contents }),
+                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Revoke { player_id, contents }),
+                    (player(), player(), contents()).prop_map(|(from_player_id, to_player_id, contents)| ExecuteStep::Transfer { from_player_id, to_player_id, contents }),
+                ],
+                1..4,
+            ).prop_map(|steps| Operation::Execute { steps }),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    // Few keys, so retries and key reuse with other requests happen often.
+    (operation(), 0u8..40).prop_map(|(operation, key)| {
+        let key = format!("k{key}");
+        let idempotency_key = match operation.players().first() {
+            Some(player) => IdempotencyKey::player(player, &key),
+            None => IdempotencyKey::admin(&key),
+        };
+        Command {
+            idempotency_key,
+            operation,
+            caller: "test".to_owned(),
+            reason: String::new(),
+        }
+    })
+}
+
+/// Commands with the time each is applied at (ms, non-decreasing) and batch boundaries.
+fn schedule() -> impl Strategy<Value = Vec<(Command, u16, bool)>> {
+    prop::collection::vec((command(), 0u16..4_000, prop::bool::weighted(0.3)), 1..80)
+}
+
+fn batches(schedule: &[(Command, u16, bool)]) -> Vec<(Vec<Command>, i64)> {
+    let mut batches = Vec::new();
+    let mut now = 1_000_000i64;
+    let mut current = Vec::new();
+    for (command, step_ms, ends_batch) in schedule {
+        current.push(command.clone());
+        if *ends_batch {
+            now += i64::from(*step_ms);
+            batches.push((std::mem::take(&mut current), now));
+        }
+    }
+    if !current.is_empty() {
+        batches.push((current, now + 1));
+    }
+    batches
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_keep_every_invariant(schedule in schedule()) {
+        let catalog = catalog();
+        let mut memory = Memory::default();
+        for (batch, now) in batches(&schedule) {
+            let outcomes = memory.run(&batch, &catalog, now);
+            prop_assert_eq!(outcomes.len(), batch.len());
+            for transaction in outcomes.iter().flatten() {
+                prop_assert!(transaction.is_balanced());
+            }
+            let report = memory.verify(&catalog);
+            prop_assert!(report.is_clean(), "{:?}", report.violations);
+            for state in memory.accounts.iter().filter(|(id, _)| !id.is_system()).map(|(_, s)| s) {
+                for (currency, balance) in &state.balances {
+                    prop_assert!(*balance >= 0 && *balance <= catalog.balance_cap(currency));
+                }
+                for (item, holding) in &state.items {
+                    prop_assert!(holding.quantity >= 1 && holding.quantity <= catalog.items[item].quantity_max());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rejected_command_changes_nothing_but_its_idempotency_record(schedule in schedule()) {
+        let catalog = catalog();
+        let mut memory = Memory::default();
+        for (index, (command, _, _)) in schedule.iter().enumerate() {
+            let before = memory.clone();
+            let outcome = memory.run(std::slice::from_ref(command), &catalog, 1_000 + index as i64).remove(0);
+            if let Err(rejection) = outcome {
+                prop_assert_eq!(&memory.accounts, &before.accounts, "{}", rejection);
+                prop_assert_eq!(&memory.transactions, &before.transactions);
+                prop_assert_eq!(&memory.reversals, &before.reversals);
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_returns_the_original_outcome(schedule in schedule()) {
+        let catalog = catalog();
+        let mut memory = Memory::default();
+        for (index, (command, _, _)) in schedule.iter().enumerate() {
+            let now = 1_000 + index as i64;
+            let first = memory.run(std::slice::from_ref(command), &catalog, now).remove(0);
+            let before = memory.clone();
+            let retry = memory.run(std::slice::from_ref(command), &catalog, now + 50_000).remove(0);
+            match &first {
+                Err(rejection) if rejection.code == RejectionCode::IdempotencyKeyReused => {
+                    prop_assert_eq!(retry.unwrap_err().code, RejectionCode::IdempotencyKeyReused);
+                }
+                _ => prop_assert_eq!(&retry, &first),
+            }
+            prop_assert_eq!(&memory, &before, "a retry commits nothing");
+        }
+    }
+
+    #[test]
+    fn batching_never_changes_outcomes(schedule in schedule()) {
+        let catalog = catalog();
+        let mut batched = Memory::default();
+        let mut one_by_one = Memory::default();
+        for (batch, now) in batches(&schedule) {
+            let together = batched.run(&batch, &catalog, now);
+            let alone: Vec<Outcome> = batch.iter().flat_map(|c| one_by_one.run(std::slice::from_ref(c), &catalog, now)).collect();
+            prop_assert_eq!(together, alone);
+        }
+        prop_assert_eq!(batched, one_by_one);
+    }
+}
+
+#[test]
+fn verifier_catches_a_tampered_balance() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    let grant = Command {
+        idempotency_key: IdempotencyKey::admin("g"),
+        operation: Operation::Grant {
+            player_id: "p0".into(),
+            contents: Contents {
+                currencies: [("coins".to_owned(), 5)].into(),
+                items: BTreeMap::new(),
+            },
+        },
+        caller: "test".into(),
+        reason: String::new(),
+    };
+    memory.run(&[grant], &catalog, 1).remove(0).unwrap();
+    assert!(memory.verify(&catalog).is_clean());
+    memory
+        .accounts
+        .get_mut(&AccountId::player("p0"))
+        .unwrap()
+        .balances
+        .insert("coins".into(), 56);
+    let report = memory.verify(&catalog);
+    assert!(!report.is_clean());
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("differ from the ledger replay")),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("coins sums to 1")),
+        "{:?}",
+        report.violations
+    );
+}
+
+#[test]
+fn generated_schedules_mostly_do_something() {
+    use proptest::strategy::ValueTree;
+    let catalog = catalog();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut committed, mut rejected, mut replayed_kinds) =
+        (0, 0, std::collections::BTreeSet::new());
+    for _ in 0..64 {
+        let schedule = schedule().new_tree(&mut runner).unwrap().current();
+        let mut memory = Memory::default();
+        for (batch, now) in batches(&schedule) {
+            for outcome in memory.run(&batch, &catalog, now) {
+                match outcome {
+                    Ok(transaction) => {
+                        committed += 1;
+                        replayed_kinds.insert(transaction.kind.name());
+                    }
+                    Err(_) => rejected += 1,
+                }
+            }
+        }
+    }
+    // The generator must exercise success paths of every kind, not only rejections.
+    assert!(
+        committed * 4 > committed + rejected,
+        "only {committed} of {} commands committed",
+        committed + rejected
+    );
+    for kind in [
+        "opening",
+        "purchase",
+        "upgrade",
+        "consume",
+        "reward_claim",
+        "grant",
+        "revoke",
+        "execute",
+        "reversal",
+    ] {
+        assert!(
+            replayed_kinds.contains(kind),
+            "no {kind} transaction was generated: {replayed_kinds:?}"
+        );
+    }
+}
