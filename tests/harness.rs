@@ -13,6 +13,8 @@ pub struct TestServer {
     catalog_path: Option<PathBuf>,
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
+    /// The development admin key the server generated.
+    pub admin_key: String,
 }
 
 impl TestServer {
@@ -24,24 +26,34 @@ impl TestServer {
             data_dir,
             catalog_path: None,
             endpoint: String::new(),
+            admin_key: String::new(),
         };
         server.boot().await;
         server
     }
 
     async fn boot(&mut self) {
-        let config = Config {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: self.data_dir.path().to_owned(),
-            catalog_path: self.catalog_path.clone(),
-        };
+        let mut config = Config::development("127.0.0.1:0".parse().unwrap(), self.data_dir.path());
+        config.catalog_path = self.catalog_path.clone();
         let running = coffer_server::start(config).await.expect("server starts");
         self.endpoint = format!("http://{}", running.local_addr);
+        self.admin_key = running
+            .development_admin_key
+            .clone()
+            .expect("development mode key");
         self.server = Some(running);
     }
 
-    /// A new connection to the server.
+    /// A new connection to the server, authenticated with the admin key.
     pub async fn client(&self) -> CofferClient {
+        self.anonymous_client()
+            .await
+            .with_token(&self.admin_key)
+            .unwrap()
+    }
+
+    /// A new connection that sends no credentials.
+    pub async fn anonymous_client(&self) -> CofferClient {
         CofferClient::connect(self.endpoint.clone())
             .await
             .expect("client connects")

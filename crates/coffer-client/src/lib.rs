@@ -8,8 +8,47 @@ pub use coffer_proto::v1 as pb;
 pub use coffer_proto::v1::Rejection;
 
 use pb::{admin_service_client::AdminServiceClient, wallet_service_client::WalletServiceClient};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
+
+/// Attaches `authorization: Bearer <credential>` (an API key or a player token) to every call.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// Credentials from an API key (`ck.…`) or a player token.
+    pub fn bearer(credential: &str) -> Result<Credentials, ClientError> {
+        let value = format!("Bearer {credential}").parse().map_err(|_| {
+            ClientError::Status(tonic::Status::invalid_argument("credential is not ASCII"))
+        })?;
+        Ok(Credentials {
+            authorization: Some(value),
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated wallet client with credentials attached.
+pub type WalletClient = WalletServiceClient<InterceptedService<Channel, Credentials>>;
+/// The generated admin client with credentials attached.
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// The `ErrorInfo.domain` Coffer puts on rejections.
 pub const ERROR_DOMAIN: &str = "coffer.v1";
@@ -99,8 +138,9 @@ pub fn money(amounts: &[(&str, i64)]) -> Vec<pb::Money> {
 /// A connection to one Coffer server, with both services.
 #[derive(Clone)]
 pub struct CofferClient {
-    wallet: WalletServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
+    channel: Channel,
+    wallet: WalletClient,
+    admin: AdminClient,
 }
 
 impl CofferClient {
@@ -117,22 +157,53 @@ impl CofferClient {
         Ok(Self::from_channel(channel))
     }
 
-    /// A client over an existing channel.
+    /// A client over an existing channel, without credentials.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::with_credentials(channel, Credentials::default())
+    }
+
+    fn with_credentials(channel: Channel, credentials: Credentials) -> Self {
         CofferClient {
-            wallet: WalletServiceClient::new(channel.clone()),
-            admin: AdminServiceClient::new(channel),
+            wallet: WalletServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            admin: AdminServiceClient::with_interceptor(channel.clone(), credentials),
+            channel,
         }
     }
 
+    /// The same connection, sending `credential` (an API key or a player token) with every call.
+    pub fn with_token(&self, credential: &str) -> Result<Self, ClientError> {
+        Ok(Self::with_credentials(
+            self.channel.clone(),
+            Credentials::bearer(credential)?,
+        ))
+    }
+
     /// The generated wallet client, for calls this type does not wrap.
-    pub fn wallet_raw(&self) -> WalletServiceClient<Channel> {
+    pub fn wallet_raw(&self) -> WalletClient {
         self.wallet.clone()
     }
 
     /// The generated admin client, for calls this type does not wrap.
-    pub fn admin_raw(&self) -> AdminServiceClient<Channel> {
+    pub fn admin_raw(&self) -> AdminClient {
         self.admin.clone()
+    }
+
+    /// A token that lets a game client act as `player_id` (needs an admin or game-server key).
+    pub async fn issue_player_token(
+        &mut self,
+        player_id: &str,
+        ttl_seconds: u32,
+    ) -> Result<String, ClientError> {
+        let request = pb::IssuePlayerTokenRequest {
+            player_id: player_id.to_owned(),
+            ttl_seconds,
+        };
+        Ok(self
+            .admin
+            .issue_player_token(request)
+            .await?
+            .into_inner()
+            .token)
     }
 
     /// The catalog in force.

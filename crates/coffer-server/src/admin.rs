@@ -7,7 +7,8 @@ use coffer_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::caller::caller_of;
+use crate::auth::caller_of;
+use crate::auth::tokens::{TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX};
 use crate::convert::{self, Checker};
 use crate::error::{ApiError, BadField};
 use crate::writer::WriteError;
@@ -198,6 +199,34 @@ impl pb::admin_service_server::AdminService for AdminApi {
             accounts_checked: report.accounts_checked,
             violation_count: report.violation_count,
             violations: report.violations,
+        }))
+    }
+
+    async fn issue_player_token(
+        &self,
+        request: Request<pb::IssuePlayerTokenRequest>,
+    ) -> Result<Response<pb::IssuePlayerTokenResponse>, Status> {
+        caller_of(&request)?;
+        let r = request.into_inner();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let ttl_seconds = match u64::from(r.ttl_seconds) {
+            0 => TOKEN_TTL_SECONDS_DEFAULT,
+            ttl if ttl > TOKEN_TTL_SECONDS_MAX => {
+                check.bad(
+                    "ttl_seconds",
+                    format!("must be at most {TOKEN_TTL_SECONDS_MAX}"),
+                );
+                ttl
+            }
+            ttl => ttl,
+        };
+        check.finish(())?;
+        let (token, expires_at_unix_seconds) =
+            self.app.gatekeeper.tokens.issue(&player_id, ttl_seconds);
+        Ok(Response::new(pb::IssuePlayerTokenResponse {
+            token,
+            expires_at_unix_seconds,
         }))
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use coffer_core::{Catalog, Command, Transaction};
 use coffer_store::Store;
 
+use crate::auth::layer::Gatekeeper;
+use crate::auth::rate::{Limits, StreamCounter};
 use crate::error::ApiError;
 use crate::events::Events;
 use crate::writer::{SharedCatalog, WriteError, WriterHandle};
@@ -16,6 +18,9 @@ pub struct App {
     pub writer: WriterHandle,
     pub catalog: SharedCatalog,
     pub events: Arc<Events>,
+    pub gatekeeper: Arc<Gatekeeper>,
+    pub limits: Limits,
+    pub streams: Arc<StreamCounter>,
 }
 
 impl App {

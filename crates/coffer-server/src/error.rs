@@ -46,6 +46,18 @@ pub enum ApiError {
     /// The request is well-formed but the system's state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller's request rate is over its limit.
+    #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: Duration },
+    /// A bounded resource (open streams) is used up.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Storage failed or the server is shutting down; nothing was committed. Safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -118,6 +130,25 @@ impl From<ApiError> for Status {
                 Status::with_error_details(rejection_code(rejection.code), message, details)
             }
             ApiError::NotFound(message) => Status::not_found(message),
+            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::RateLimited { retry_after } => {
+                let message = format!(
+                    "rate limit exceeded; retry in {} ms",
+                    retry_after.as_millis()
+                );
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info(
+                    "RATE_LIMITED",
+                    ERROR_DOMAIN,
+                    HashMap::from([(
+                        "retry_after_ms".to_owned(),
+                        retry_after.as_millis().to_string(),
+                    )]),
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
             ApiError::Internal(detail) => {

@@ -9,10 +9,11 @@
 
 mod admin;
 mod app;
-pub mod caller;
+pub mod auth;
 pub mod convert;
 pub mod error;
 mod events;
+pub mod settings;
 mod wallet;
 mod writer;
 
@@ -29,7 +30,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use auth::rate::Limits;
+pub use auth::{Caller, Role};
 pub use events::SUBSCRIBER_BUFFER_LEN;
+pub use settings::{Security, TlsFiles};
 pub use wallet::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 pub use writer::WRITER_QUEUE_LEN;
 
@@ -39,8 +43,10 @@ use writer::CatalogInForce;
 /// The demo catalog shipped in `assets/catalog.toml`, built in so the server starts anywhere.
 pub const DEMO_CATALOG_TOML: &str = include_str!("../../../assets/catalog.toml");
 
-/// Largest request message the server decodes, in bytes (a catalog replacement is the largest).
-pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest wallet request the server decodes, in bytes.
+pub const WALLET_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Largest admin request the server decodes, in bytes (a catalog replacement is the largest).
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -51,6 +57,26 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Catalog TOML to load; `None` loads the built-in demo catalog.
     pub catalog_path: Option<PathBuf>,
+    /// How callers are authenticated.
+    pub security: Security,
+    /// Rate limits and stream caps.
+    pub limits: Limits,
+    /// Serve TLS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Config {
+    /// A development server: generated credentials, the demo catalog, default limits, no TLS.
+    pub fn development(listen_addr: SocketAddr, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen_addr,
+            data_dir: data_dir.into(),
+            catalog_path: None,
+            security: Security::Development,
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
 }
 
 /// Why the server could not start or stop cleanly.
@@ -80,6 +106,12 @@ pub enum ServerError {
     /// The gRPC transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The security configuration is incomplete or unreadable.
+    #[error("security: {0}")]
+    Security(String),
+    /// The TLS certificate or key could not be read.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Building the reflection service failed.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -89,6 +121,8 @@ pub enum ServerError {
 pub struct RunningServer {
     /// The address it listens on (with the real port when port 0 was asked for).
     pub local_addr: SocketAddr,
+    /// In development mode, the generated admin key (send as `authorization: Bearer <key>`).
+    pub development_admin_key: Option<String>,
     shutdown: oneshot::Sender<()>,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -187,6 +221,44 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         source,
     })?;
 
+    let (api_keys, token_secret, development_admin_key) = match &config.security {
+        Security::Development => {
+            let (key, entry, secret) = settings::development_credentials(&config.data_dir)
+                .map_err(ServerError::Security)?;
+            tracing::warn!(
+                "development mode: generated credentials are in {}",
+                config
+                    .data_dir
+                    .join(settings::DEVELOPMENT_CREDENTIALS_FILE)
+                    .display()
+            );
+            (vec![entry], secret, Some(key))
+        }
+        Security::Production {
+            api_keys,
+            token_secret,
+        } => {
+            settings::check_production(api_keys, token_secret).map_err(ServerError::Security)?;
+            (api_keys.clone(), token_secret.clone(), None)
+        }
+    };
+    let gatekeeper = Arc::new(auth::layer::Gatekeeper {
+        keys: auth::keys::KeyRing::new(api_keys).map_err(ServerError::Security)?,
+        tokens: auth::tokens::TokenSigner::new(&token_secret),
+        rate: auth::rate::RateLimits::new(&config.limits),
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+        };
+        let identity =
+            tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+
     let events = Arc::new(events::Events::default());
     let (writer, writer_thread) = writer::start(
         Arc::clone(&store),
@@ -198,6 +270,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         writer,
         catalog,
         events,
+        gatekeeper: Arc::clone(&gatekeeper),
+        limits: config.limits.clone(),
+        streams: Arc::default(),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -219,24 +294,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let wallet = WalletServiceServer::new(wallet::WalletApi::new(Arc::clone(&app)))
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
+        .max_decoding_message_size(WALLET_REQUEST_BYTES_MAX);
     let admin = AdminServiceServer::new(admin::AdminApi::new(Arc::clone(&app)))
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
+        .max_decoding_message_size(ADMIN_REQUEST_BYTES_MAX);
     drop(app);
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let router = builder
+        .layer(auth::layer::AuthLayer::new(gatekeeper))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            wallet,
-            caller::identify,
-        ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            admin,
-            caller::identify,
-        ));
+        .add_service(wallet)
+        .add_service(admin);
     tracing::info!(%local_addr, "coffer listening");
     let serve = tokio::spawn(async move {
         let result = router
@@ -256,6 +326,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     });
     Ok(RunningServer {
         local_addr,
+        development_admin_key,
         shutdown,
         serve,
     })

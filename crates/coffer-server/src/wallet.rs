@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::caller::caller_of;
+use crate::auth::caller_for_player;
 use crate::convert::{self, Checker};
 use crate::error::ApiError;
 
@@ -43,8 +43,8 @@ impl WalletApi {
         key: String,
         operation: Operation,
     ) -> Result<Transaction, ApiError> {
-        let caller = caller_of(request)?;
         let operation = check.finish(operation)?;
+        let caller = caller_for_player(request, &player_id)?;
         let command = Command {
             idempotency_key: IdempotencyKey::player(&player_id, &key),
             operation,
@@ -76,6 +76,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         let mut check = Checker::default();
         let player_id = check.id("player_id", &request.get_ref().player_id);
         check.finish(())?;
+        caller_for_player(&request, &player_id)?;
         let state = self
             .app
             .store
@@ -170,7 +171,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
-        let r = request.into_inner();
+        let r = request.get_ref();
         let mut check = Checker::default();
         let player_id = check.id("player_id", &r.player_id);
         let page_size = match r.page_size {
@@ -190,6 +191,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
             })
         };
         check.finish(())?;
+        caller_for_player(&request, &player_id)?;
         let account = AccountId::player(&player_id);
         let page_account = account.clone();
         let transactions = self
@@ -219,21 +221,25 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let r = request.into_inner();
         let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
+        let player_id = check.id("player_id", &request.get_ref().player_id);
         check.finish(())?;
+        caller_for_player(&request, &player_id)?;
+        let slot = self
+            .app
+            .streams
+            .open(&player_id, self.app.limits.streams_per_player_max)?;
+        let from_version = request.get_ref().from_version;
         // Listen before reading history, so a commit between the two is seen by one of them.
         let live = self.app.events.subscribe(&player_id);
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER_LEN);
         let app = Arc::clone(&self.app);
-        tokio::spawn(feed_subscriber(
-            app,
-            AccountId::player(&player_id),
-            r.from_version,
-            live,
-            sender,
-        ));
+        tokio::spawn(async move {
+            let player = AccountId::player(&player_id);
+            feed_subscriber(app, player, from_version, live, sender).await;
+            // The stream slot is released only when the feed ends (client gone or error).
+            drop(slot);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
