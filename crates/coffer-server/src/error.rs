@@ -12,6 +12,29 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 /// The `ErrorInfo.domain` of every Coffer rejection.
 pub const ERROR_DOMAIN: &str = "coffer.v1";
 
+/// Longest status message or field description sent, in bytes. Messages may quote the request,
+/// and HTTP/2 limits the size of the trailers that carry them.
+pub const MESSAGE_BYTES_MAX: usize = 1024;
+
+/// Most field violations listed in one `BadRequest`.
+pub const FIELD_VIOLATIONS_MAX: usize = 8;
+
+/// Longest field path or field description in a `BadRequest`, in bytes.
+pub const FIELD_TEXT_BYTES_MAX: usize = 256;
+
+/// `text` cut to at most `bytes_max` bytes on a character boundary.
+fn bounded(mut text: String, bytes_max: usize) -> String {
+    if text.len() > bytes_max {
+        let mut end = bytes_max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadField {
@@ -103,58 +126,74 @@ pub fn rejection_code(code: RejectionCode) -> Code {
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
-        match error {
-            ApiError::InvalidArgument(fields) => {
-                let message = format!("invalid request: {}", describe(&fields));
-                let violations: Vec<FieldViolation> = fields
-                    .into_iter()
-                    .map(|f| FieldViolation::new(f.field, f.description))
-                    .collect();
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    message,
-                    ErrorDetails::with_bad_request(violations),
-                )
+        let status = status_of(error);
+        if status.message().len() <= MESSAGE_BYTES_MAX {
+            return status;
+        }
+        let message = bounded(status.message().to_owned(), MESSAGE_BYTES_MAX);
+        Status::with_details(status.code(), message, status.details().to_vec().into())
+    }
+}
+
+fn status_of(error: ApiError) -> Status {
+    match error {
+        ApiError::InvalidArgument(fields) => {
+            let message = format!("invalid request: {}", describe(&fields));
+            // Each violation is bounded too, and so is their number, so the details fit.
+            let violations: Vec<FieldViolation> = fields
+                .into_iter()
+                .take(FIELD_VIOLATIONS_MAX)
+                .map(|f| {
+                    FieldViolation::new(
+                        bounded(f.field, FIELD_TEXT_BYTES_MAX),
+                        bounded(f.description, FIELD_TEXT_BYTES_MAX),
+                    )
+                })
+                .collect();
+            Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request(violations),
+            )
+        }
+        ApiError::Rejected(rejection) => {
+            let mut metadata = HashMap::new();
+            if let Some(ms) = rejection.retry_after_ms {
+                metadata.insert("retry_after_ms".to_owned(), ms.to_string());
             }
-            ApiError::Rejected(rejection) => {
-                let mut metadata = HashMap::new();
-                if let Some(ms) = rejection.retry_after_ms {
-                    metadata.insert("retry_after_ms".to_owned(), ms.to_string());
-                }
-                let mut details =
-                    ErrorDetails::with_error_info(rejection.code.name(), ERROR_DOMAIN, metadata);
-                if let Some(ms) = rejection.retry_after_ms {
-                    details.set_retry_info(Some(Duration::from_millis(ms.max(0) as u64)));
-                }
-                let message = format!("{}: {}", rejection.code.name(), rejection.message);
-                Status::with_error_details(rejection_code(rejection.code), message, details)
+            let mut details =
+                ErrorDetails::with_error_info(rejection.code.name(), ERROR_DOMAIN, metadata);
+            if let Some(ms) = rejection.retry_after_ms {
+                details.set_retry_info(Some(Duration::from_millis(ms.max(0) as u64)));
             }
-            ApiError::NotFound(message) => Status::not_found(message),
-            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
-            ApiError::PermissionDenied(message) => Status::permission_denied(message),
-            ApiError::RateLimited { retry_after } => {
-                let message = format!(
-                    "rate limit exceeded; retry in {} ms",
-                    retry_after.as_millis()
-                );
-                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
-                details.set_error_info(
-                    "RATE_LIMITED",
-                    ERROR_DOMAIN,
-                    HashMap::from([(
-                        "retry_after_ms".to_owned(),
-                        retry_after.as_millis().to_string(),
-                    )]),
-                );
-                Status::with_error_details(Code::ResourceExhausted, message, details)
-            }
-            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
-            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
-            ApiError::Unavailable(message) => Status::unavailable(message),
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                Status::internal("internal error; the server log has the details")
-            }
+            let message = format!("{}: {}", rejection.code.name(), rejection.message);
+            Status::with_error_details(rejection_code(rejection.code), message, details)
+        }
+        ApiError::NotFound(message) => Status::not_found(message),
+        ApiError::Unauthenticated(message) => Status::unauthenticated(message),
+        ApiError::PermissionDenied(message) => Status::permission_denied(message),
+        ApiError::RateLimited { retry_after } => {
+            let message = format!(
+                "rate limit exceeded; retry in {} ms",
+                retry_after.as_millis()
+            );
+            let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+            details.set_error_info(
+                "RATE_LIMITED",
+                ERROR_DOMAIN,
+                HashMap::from([(
+                    "retry_after_ms".to_owned(),
+                    retry_after.as_millis().to_string(),
+                )]),
+            );
+            Status::with_error_details(Code::ResourceExhausted, message, details)
+        }
+        ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
+        ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+        ApiError::Unavailable(message) => Status::unavailable(message),
+        ApiError::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            Status::internal("internal error; the server log has the details")
         }
     }
 }
