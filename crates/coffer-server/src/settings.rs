@@ -141,3 +141,77 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRODUCTION: &str = r#"
+        listen_addr = "0.0.0.0:50051"
+        data_dir = "/var/lib/coffer"
+        [security]
+        token_secret_hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        [[security.api_keys]]
+        id = "ops"
+        role = "admin"
+        secret_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        [limits]
+        player_requests_per_second = 10
+        [tls]
+        cert_file = "cert.pem"
+        key_file = "key.pem"
+    "#;
+
+    #[test]
+    fn a_production_file_parses_into_checked_settings() {
+        let file: FileConfig = toml::from_str(PRODUCTION).unwrap();
+        let Security::Production {
+            api_keys,
+            token_secret,
+        } = file.security().unwrap()
+        else {
+            panic!("a configuration file means production mode")
+        };
+        assert_eq!(api_keys[0].role, Role::Admin);
+        assert_eq!(token_secret.len(), 32);
+        check_production(&api_keys, &token_secret).unwrap();
+        assert_eq!(file.limits.player_requests_per_second, 10);
+        assert_eq!(
+            file.limits.streams_per_player_max,
+            Limits::default().streams_per_player_max
+        );
+        assert!(file.tls.is_some());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let text = PRODUCTION.replace("[limits]", "[limits]\nplayer_requests_per_minute = 3");
+        let error = toml::from_str::<FileConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("player_requests_per_minute"), "{error}");
+    }
+
+    #[test]
+    fn development_credentials_are_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, entry, secret) = development_credentials(dir.path()).unwrap();
+        let (again, _, secret_again) = development_credentials(dir.path()).unwrap();
+        assert_eq!(
+            (key.as_str(), secret.as_slice()),
+            (again.as_str(), secret_again.as_slice())
+        );
+        let ring = crate::auth::keys::KeyRing::new(vec![entry]).unwrap();
+        assert_eq!(
+            ring.verify(&key),
+            Some((DEVELOPMENT_KEY_ID.to_owned(), Role::Admin))
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(DEVELOPMENT_CREDENTIALS_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
