@@ -1,14 +1,94 @@
-//! Test harness: starts the real Coffer server on a free loopback port with a real redb file in
-//! a temporary directory, and hands out real gRPC clients.
+//! Test harness: starts the real Coffer server on a free loopback port, over a real redb file in
+//! a temporary directory or a fresh PostgreSQL database, and hands out real gRPC clients.
+//! [`backend_tests!`] runs the same tests against both storage backends.
 
 use std::path::PathBuf;
 
 use coffer_client::{CofferClient, pb};
 use coffer_server::{Config, RunningServer};
 
+/// PostgreSQL server the tests use: `COFFER_TEST_POSTGRES_URL`, or the local one.
+pub fn postgres_admin_url() -> String {
+    std::env::var("COFFER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// True when a missing PostgreSQL server must fail the tests instead of skipping them
+/// (`.ci/run` sets `COFFER_REQUIRE_POSTGRES=1`).
+pub fn postgres_required() -> bool {
+    std::env::var("COFFER_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// Which storage a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default.
+    Redb,
+    /// A fresh PostgreSQL database per test.
+    Postgres,
+}
+
+/// A fresh, uniquely named database on the test PostgreSQL server, dropped on drop.
+pub struct TestDatabase {
+    /// URL of the new database.
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates the database; `Err` when no PostgreSQL server answers.
+    pub fn create() -> Result<TestDatabase, String> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let admin_url = postgres_admin_url();
+        let name = format!(
+            "coffer_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        // The synchronous client runs its own runtime: keep it on a plain thread.
+        let create_name = name.clone();
+        let url = admin_url.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut client =
+                postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {create_name}"))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("database creation thread")?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or(admin_url);
+        Ok(TestDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (postgres_admin_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut client) = postgres::Client::connect(&url, postgres::NoTls) {
+                let _ =
+                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
 /// A server under test and its data directory (removed when the test ends).
 pub struct TestServer {
     server: Option<RunningServer>,
+    database: Option<TestDatabase>,
     data_dir: tempfile::TempDir,
     catalog_path: Option<PathBuf>,
     /// `http://127.0.0.1:<port>`
@@ -18,23 +98,50 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with the demo catalog and an empty database.
+    /// A redb server with the demo catalog and an empty database.
     pub async fn start() -> TestServer {
+        Self::start_on(Backend::Redb)
+            .await
+            .expect("redb needs no server")
+    }
+
+    /// A server on `backend` with the demo catalog and an empty database, or `None` (after
+    /// saying so) when the backend is PostgreSQL, no server answers and none is required.
+    pub async fn start_on(backend: Backend) -> Option<TestServer> {
+        let database = match backend {
+            Backend::Redb => None,
+            Backend::Postgres => match TestDatabase::create() {
+                Ok(database) => Some(database),
+                Err(error) if !postgres_required() => {
+                    eprintln!(
+                        "SKIPPED: no PostgreSQL server at {} ({error}); set COFFER_REQUIRE_POSTGRES=1 to fail instead",
+                        postgres_admin_url()
+                    );
+                    return None;
+                }
+                Err(error) => panic!(
+                    "PostgreSQL is required but {} answers: {error}",
+                    postgres_admin_url()
+                ),
+            },
+        };
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let mut server = TestServer {
             server: None,
+            database,
             data_dir,
             catalog_path: None,
             endpoint: String::new(),
             admin_key: String::new(),
         };
         server.boot().await;
-        server
+        Some(server)
     }
 
     async fn boot(&mut self) {
         let mut config = Config::development("127.0.0.1:0".parse().unwrap(), self.data_dir.path());
         config.catalog_path = self.catalog_path.clone();
+        config.postgres_url = self.database.as_ref().map(|d| d.url.clone());
         let running = coffer_server::start(config).await.expect("server starts");
         self.endpoint = format!("http://{}", running.local_addr);
         self.admin_key = running
@@ -99,4 +206,36 @@ pub fn items(quantities: &[(&str, u64)]) -> pb::Contents {
 pub async fn assert_ledger_clean(client: &mut CofferClient) {
     let report = client.verify_ledger().await.expect("verify ledger");
     assert!(report.clean, "ledger violations: {:?}", report.violations);
+}
+
+/// Runs each test against both storage backends: `mod redb` and `mod postgres` get one
+/// `#[tokio::test]` per function, each with its own fresh server bound to the name given.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($server:ident) $body:block)*) => {
+        mod redb {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test]
+                #[allow(unused_mut)]
+                async fn $name() {
+                    let Some(mut $server) = $crate::TestServer::start_on($crate::Backend::Redb).await else { return };
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test]
+                #[allow(unused_mut)]
+                async fn $name() {
+                    let Some(mut $server) = $crate::TestServer::start_on($crate::Backend::Postgres).await else { return };
+                    $body
+                }
+            )*
+        }
+    };
 }

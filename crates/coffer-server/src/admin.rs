@@ -130,7 +130,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::GetTransactionResponse>, Status> {
         let id = request.get_ref().transaction_id;
-        let record = self.app.store.transaction(id).map_err(ApiError::from)?;
+        let record = self
+            .app
+            .blocking(move |store| store.transaction(id))
+            .await?;
         let record = record.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
         Ok(Response::new(pb::GetTransactionResponse {
             transaction: Some(convert::transaction(&record.transaction)),

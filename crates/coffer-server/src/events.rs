@@ -53,3 +53,40 @@ impl Events {
         }
     }
 }
+
+/// Transactions loaded per round while relaying commits made by other nodes.
+pub const RELAY_PAGE_LEN: usize = 1_000;
+
+/// Publishes transactions committed through other nodes sharing the database. `commits` names
+/// the newest transaction id committed anywhere; everything after the last one published is
+/// loaded and published (this node's own commits again too: subscribers skip versions they have).
+pub fn relay_commits(
+    store: &dyn coffer_store::Store,
+    events: &Events,
+    commits: &std::sync::mpsc::Receiver<u64>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let Ok(mut published) = commits.recv() else {
+        return;
+    };
+    while let Ok(newest) = commits.recv() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        while published < newest {
+            match store.transactions_after(published, RELAY_PAGE_LEN) {
+                Ok(transactions) if transactions.is_empty() => break,
+                Ok(transactions) => {
+                    for transaction in transactions {
+                        published = transaction.id;
+                        events.publish(&Arc::new(transaction));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "relaying commits from other nodes failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}

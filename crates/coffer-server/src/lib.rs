@@ -25,7 +25,7 @@ use coffer_core::{Catalog, CatalogError};
 use coffer_proto::v1::{
     admin_service_server::AdminServiceServer, wallet_service_server::WalletServiceServer,
 };
-use coffer_store::{RedbStore, Store, StoreError, StoredCatalog};
+use coffer_store::{PostgresStore, RedbStore, Store, StoreError, StoredCatalog};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -53,8 +53,11 @@ pub const ADMIN_REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub listen_addr: SocketAddr,
-    /// Directory of the redb database, created if missing.
+    /// Directory of the redb database (and of development credentials), created if missing.
     pub data_dir: PathBuf,
+    /// Store the ledger in this PostgreSQL database instead of redb, e.g.
+    /// `postgres://postgres@127.0.0.1:5432/coffer`. Several nodes may share it.
+    pub postgres_url: Option<String>,
     /// Catalog TOML to load; `None` loads the built-in demo catalog.
     pub catalog_path: Option<PathBuf>,
     /// How callers are authenticated.
@@ -71,6 +74,7 @@ impl Config {
         Config {
             listen_addr,
             data_dir: data_dir.into(),
+            postgres_url: None,
             catalog_path: None,
             security: Security::Development,
             limits: Limits::default(),
@@ -202,13 +206,28 @@ fn choose_catalog(config: &Config, store: &dyn Store) -> Result<CatalogInForce, 
 /// Opens the database, loads the catalog, binds the address and serves until
 /// [`RunningServer::shutdown`].
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
-        .await
-        .expect("opening the database panicked")?;
-    tracing::info!(path = %store.path().display(), "database open");
-    let store: Arc<dyn Store> = Arc::new(store);
-    let catalog = Arc::new(RwLock::new(choose_catalog(&config, store.as_ref())?));
+    // Storage calls block (redb, and the synchronous PostgreSQL client): keep them off the
+    // async workers.
+    let store_config = config.clone();
+    let (store, catalog) = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+        let store: Arc<dyn Store> = match &store_config.postgres_url {
+            Some(url) => {
+                let store = PostgresStore::open(url)?;
+                tracing::info!("PostgreSQL storage open");
+                Arc::new(store)
+            }
+            None => {
+                let store = RedbStore::open(&store_config.data_dir)?;
+                tracing::info!(path = %store.path().display(), "database open");
+                Arc::new(store)
+            }
+        };
+        let catalog = choose_catalog(&store_config, store.as_ref())?;
+        Ok((store, catalog))
+    })
+    .await
+    .expect("opening storage panicked")?;
+    let catalog = Arc::new(RwLock::new(catalog));
 
     let listener = TcpListener::bind(config.listen_addr)
         .await
@@ -260,6 +279,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     }
 
     let events = Arc::new(events::Events::default());
+    let relay_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(commits) = store.commits_elsewhere() {
+        let (store, events, stop) = (
+            Arc::clone(&store),
+            Arc::clone(&events),
+            Arc::clone(&relay_stop),
+        );
+        std::thread::Builder::new()
+            .name("coffer-commit-relay".to_owned())
+            .spawn(move || events::relay_commits(store.as_ref(), &events, &commits, &stop))
+            .expect("spawning the commit relay");
+    }
     let (writer, writer_thread) = writer::start(
         Arc::clone(&store),
         Arc::clone(&catalog),
@@ -321,6 +352,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .expect("joining the writer")
             .expect("the writer thread panicked");
+        relay_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("database closed");
         result.map_err(ServerError::from)
     });

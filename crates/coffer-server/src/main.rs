@@ -32,6 +32,23 @@ struct Args {
     /// Catalog TOML file [default: the built-in demo catalog, assets/catalog.toml].
     #[arg(long, env = "COFFER_CATALOG")]
     catalog: Option<PathBuf>,
+    /// Where the ledger lives: `redb` (embedded, in --data-dir) or a PostgreSQL URL such as
+    /// postgres://postgres@127.0.0.1:5432/coffer (several nodes may share it) [default: redb].
+    #[arg(long, env = "COFFER_STORE")]
+    store: Option<String>,
+}
+
+/// The PostgreSQL URL a `--store` value names, or `None` for the embedded redb store.
+fn postgres_url(store: Option<&str>) -> Result<Option<String>, String> {
+    match store {
+        None | Some("redb") => Ok(None),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Some(url.to_owned()))
+        }
+        Some(other) => Err(format!(
+            "--store must be `redb` or a postgres:// URL, got {other:?}"
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +132,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
             args.data_dir.clone().unwrap_or(default_data_dir),
         );
         config.catalog_path = args.catalog.clone();
+        config.postgres_url = postgres_url(args.store.as_deref())?;
         return Ok(config);
     };
     let file = FileConfig::load(path)?;
@@ -130,6 +148,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
             .or(file.data_dir.clone())
             .unwrap_or(default_data_dir),
         catalog_path: args.catalog.clone().or(file.catalog.clone()),
+        postgres_url: postgres_url(args.store.as_deref().or(file.store.as_deref()))?,
         security,
         limits: file.limits.clone(),
         tls: file.tls.clone(),

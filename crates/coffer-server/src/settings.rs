@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub listen_addr: Option<std::net::SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
+    /// `redb` or a PostgreSQL URL.
+    pub store: Option<String>,
     pub security: FileSecurity,
     #[serde(default)]
     pub limits: Limits,

@@ -77,11 +77,11 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         let player_id = check.id("player_id", &request.get_ref().player_id);
         check.finish(())?;
         caller_for_player(&request, &player_id)?;
+        let account = AccountId::player(&player_id);
         let state = self
             .app
-            .store
-            .account(&AccountId::player(&player_id))
-            .map_err(ApiError::from)?;
+            .blocking(move |store| store.account(&account))
+            .await?;
         let wallet = convert::wallet(&player_id, state.as_ref(), &self.app.catalog());
         Ok(Response::new(pb::GetWalletResponse {
             wallet: Some(wallet),

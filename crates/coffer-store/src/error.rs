@@ -7,6 +7,9 @@ pub enum StoreError {
     /// The database engine or the disk failed (I/O error, disk full, corruption detected).
     #[error("storage failed: {0}")]
     Engine(#[from] redb::Error),
+    /// PostgreSQL refused or failed a statement, or the connection broke.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// Another process holds the database open.
     #[error("the database {0} is already open in another process")]
     AlreadyOpen(String),

@@ -2,15 +2,18 @@
 //! decide, and writes the core's transactions, account states, idempotency outcomes and indexes
 //! in one durable commit. Reads are served from snapshots and never wait for the writer.
 //!
-//! [`Store`] is the trait the server talks to; [`RedbStore`] is the embedded default.
+//! [`Store`] is the trait the server talks to; [`RedbStore`] is the embedded default and
+//! [`PostgresStore`] serves several nodes sharing one PostgreSQL database.
 
 #![forbid(unsafe_code)]
 
 mod error;
+mod postgres_store;
 mod record;
 mod redb_store;
 
 pub use error::StoreError;
+pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{DATABASE_FILE_NAME, RedbStore};
 
 use coffer_core::{
@@ -65,8 +68,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError>;
 
+    /// Transactions with ids above `after_id`, in id order.
+    fn transactions_after(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError>;
+
     /// Replays the whole ledger from one snapshot and checks every invariant.
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError>;
+
+    /// When other processes may commit to the same database: a channel that receives the id of
+    /// the newest transaction committed anywhere, each time it changes (and now and then
+    /// repeated). `None` for storage only this process writes.
+    fn commits_elsewhere(&self) -> Option<std::sync::mpsc::Receiver<u64>> {
+        None
+    }
 }
 
 /// The load-then-apply loop every backend shares: ask the core what is missing, let `load` fetch

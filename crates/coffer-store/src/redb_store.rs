@@ -266,6 +266,23 @@ impl Store for RedbStore {
         Self::read_transactions(&transactions, ids.into_iter())
     }
 
+    fn transactions_after(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let Some(start) = after_id.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::with_capacity(limit.min(1024));
+        for entry in transactions.range(start..)?.take(limit) {
+            found.push(decode("transaction", entry?.1.value())?);
+        }
+        Ok(found)
+    }
+
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
         let txn = self.db.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
