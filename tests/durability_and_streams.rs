@@ -187,4 +187,19 @@ coffer_integration_tests::backend_tests! {
             300
         );
     }
+
+    async fn shutdown_ends_open_streams_with_unavailable(server) {
+        let mut client = server.client().await;
+        let mut stream = client.subscribe("alice", 0).await.unwrap();
+        client.claim_reward("alice", "coin_pickup", "before-stop").await.unwrap();
+        assert_eq!(next_event(&mut stream).await.version, 1);
+        assert_eq!(next_event(&mut stream).await.version, 2);
+        tokio::time::timeout(Duration::from_secs(10), server.stop()).await.expect("shutdown finishes with a stream open");
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the stream ends");
+        match end {
+            Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+            None => {}
+            Some(Ok(event)) => panic!("no event expected after shutdown, got {event:?}"),
+        }
+    }
 }

@@ -115,7 +115,11 @@ impl TestServer {
             Backend::Postgres => match TestDatabase::create() {
                 Ok(database) => Some(database),
                 Err(error) if !postgres_required() => {
-                    eprintln!(
+                    // Written to the process stderr directly, past the test harness capture, so a skip is
+                    // always visible.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
                         "SKIPPED: no PostgreSQL server at {} ({error}); set COFFER_REQUIRE_POSTGRES=1 to fail instead",
                         postgres_admin_url()
                     );

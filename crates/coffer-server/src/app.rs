@@ -21,6 +21,8 @@ pub struct App {
     pub gatekeeper: Arc<Gatekeeper>,
     pub limits: Limits,
     pub streams: Arc<StreamCounter>,
+    /// Turns true when the server shuts down: open streams end so the shutdown can finish.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl App {

@@ -279,6 +279,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     }
 
     let events = Arc::new(events::Events::default());
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let relay_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(commits) = store.commits_elsewhere() {
         let (store, events, stop) = (
@@ -304,6 +305,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         gatekeeper: Arc::clone(&gatekeeper),
         limits: config.limits.clone(),
         streams: Arc::default(),
+        stopping,
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -344,6 +346,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = shutdown_signal.await;
                 tracing::info!("shutting down: no new connections, finishing requests in flight");
+                let _ = stop_streams.send(true);
             })
             .await;
         // The router (and with it every handle to the writer) is gone: the writer drains its

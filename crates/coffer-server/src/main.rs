@@ -65,6 +65,135 @@ enum Command {
     },
     /// Creates a random secret for signing player tokens.
     NewTokenSecret,
+    /// Writes the whole ledger (catalog, transactions, accounts, idempotency outcomes) to a
+    /// JSON-lines file, from one consistent snapshot. Stop the server first when using redb.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// File to write.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Loads an export into an empty store (e.g. to move from redb to PostgreSQL), then runs
+    /// the ledger verifier on the result.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// File written by `coffer export`.
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+/// Which store a maintenance command works on.
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    /// `redb` (in --data-dir) or a PostgreSQL URL.
+    #[arg(long, env = "COFFER_STORE", default_value = "redb")]
+    store: String,
+    /// Directory of the redb database.
+    #[arg(long, env = "COFFER_DATA_DIR", default_value = "./coffer-data")]
+    data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<Box<dyn coffer_store::Store>, String> {
+        match postgres_url(Some(&self.store))? {
+            Some(url) => Ok(Box::new(
+                coffer_store::PostgresStore::open(&url).map_err(|e| e.to_string())?,
+            )),
+            None => Ok(Box::new(
+                coffer_store::RedbStore::open(&self.data_dir).map_err(|e| e.to_string())?,
+            )),
+        }
+    }
+}
+
+/// First line of an export file.
+const EXPORT_HEADER: &str = r#"{"format":"coffer-ledger-export","version":1}"#;
+
+fn export(store: &StoreArgs, output: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    let store = store.open()?;
+    let file = std::fs::File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "{EXPORT_HEADER}").map_err(|e| e.to_string())?;
+    let mut count = 0u64;
+    store
+        .export(&mut |record| {
+            count += 1;
+            serde_json::to_writer(&mut out, &record).map_err(|e| {
+                coffer_store::StoreError::Corrupt {
+                    what: "export".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+            writeln!(out).map_err(|e| coffer_store::StoreError::Corrupt {
+                what: "export".into(),
+                detail: e.to_string(),
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    out.get_ref().sync_all().map_err(|e| e.to_string())?;
+    println!("exported {count} records to {}", output.display());
+    Ok(())
+}
+
+fn import(store: &StoreArgs, input: &std::path::Path) -> Result<(), String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header = lines
+        .next()
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    if header != EXPORT_HEADER {
+        return Err(format!(
+            "{} is not a Coffer ledger export (first line {header:?})",
+            input.display()
+        ));
+    }
+    let target = store.open()?;
+    let mut catalog_source = None;
+    let mut records = lines.enumerate().map(|(index, line)| {
+        let line = line.map_err(|e| coffer_store::StoreError::Corrupt {
+            what: "export file".into(),
+            detail: e.to_string(),
+        })?;
+        let record: coffer_store::LedgerRecord =
+            serde_json::from_str(&line).map_err(|e| coffer_store::StoreError::Corrupt {
+                what: format!("export line {}", index + 2),
+                detail: e.to_string(),
+            })?;
+        if let coffer_store::LedgerRecord::Catalog { source_toml, .. } = &record {
+            catalog_source = Some(source_toml.clone());
+        }
+        Ok(record)
+    });
+    let transactions = target.import(&mut records).map_err(|e| e.to_string())?;
+    let source = catalog_source.unwrap_or_else(|| coffer_server::DEMO_CATALOG_TOML.to_owned());
+    let catalog =
+        coffer_core::Catalog::from_toml(&source).map_err(|e| format!("imported catalog: {e}"))?;
+    let report = target.verify(&catalog).map_err(|e| e.to_string())?;
+    println!(
+        "imported {transactions} transactions; verifier: {} ({} transactions, {} accounts checked)",
+        if report.is_clean() {
+            "clean"
+        } else {
+            "VIOLATIONS"
+        },
+        report.transactions_checked,
+        report.accounts_checked
+    );
+    if !report.is_clean() {
+        return Err(format!(
+            "the imported ledger has {} violations: {:?}",
+            report.violation_count, report.violations
+        ));
+    }
+    Ok(())
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -87,6 +216,20 @@ async fn main() -> ExitCode {
     match args.command {
         Some(Command::NewApiKey { id, role }) => return new_api_key(&id, role),
         Some(Command::NewTokenSecret) => return new_token_secret(),
+        Some(Command::Export { store, output }) => {
+            return report(
+                tokio::task::spawn_blocking(move || export(&store, &output))
+                    .await
+                    .expect("export panicked"),
+            );
+        }
+        Some(Command::Import { store, input }) => {
+            return report(
+                tokio::task::spawn_blocking(move || import(&store, &input))
+                    .await
+                    .expect("import panicked"),
+            );
+        }
         None => {}
     }
     let config = match config_from(&args) {
@@ -118,6 +261,16 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "shutdown failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("coffer: {error}");
             ExitCode::FAILURE
         }
     }

@@ -255,6 +255,7 @@ async fn feed_subscriber(
     mut live: broadcast::Receiver<crate::events::WalletEvent>,
     sender: EventSender,
 ) {
+    let mut stopping = app.stopping.clone();
     loop {
         // Catch up from storage.
         loop {
@@ -288,6 +289,11 @@ async fn feed_subscriber(
         loop {
             let event = tokio::select! {
                 _ = sender.closed() => return,
+                _ = stopping.changed() => {
+                    let status = Status::unavailable("the server is shutting down; subscribe again from the last version you saw");
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
                 event = live.recv() => event,
             };
             match event {

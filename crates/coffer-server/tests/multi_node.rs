@@ -12,81 +12,12 @@ use std::time::Duration;
 use coffer_client::{ClientError, CofferClient, Rejection, balance, pb};
 use futures::StreamExt;
 
+mod common;
+use common::Database;
+
 const NODES: usize = 3;
 const PLAYERS: usize = 12;
 const PURCHASES_PER_PLAYER: usize = 15;
-
-fn admin_url() -> String {
-    std::env::var("COFFER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh database, dropped at the end; `None` when PostgreSQL is absent and not required.
-struct Database {
-    url: String,
-    name: String,
-}
-
-impl Database {
-    fn create() -> Option<Database> {
-        let name = format!("coffer_multi_node_{}", std::process::id());
-        let url = admin_url();
-        let created = std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), String> {
-                let mut client =
-                    postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-                // Only a server that does not answer is a reason to skip; any other error fails.
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .expect("dropping a leftover database");
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("creating the database");
-                Ok(())
-            })
-            .join()
-            .unwrap()
-        });
-        match created {
-            Ok(()) => {
-                let base = url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_owned())
-                    .unwrap_or(url);
-                Some(Database {
-                    url: format!("{base}/{name}"),
-                    name,
-                })
-            }
-            Err(error) if std::env::var("COFFER_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
-                panic!(
-                    "PostgreSQL is required but {} answers: {error}",
-                    admin_url()
-                )
-            }
-            Err(error) => {
-                eprintln!(
-                    "SKIPPED: no PostgreSQL server at {} ({error}); set COFFER_REQUIRE_POSTGRES=1 to fail instead",
-                    admin_url()
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (url, name) = (admin_url(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut client) = postgres::Client::connect(&url, postgres::NoTls) {
-                let _ =
-                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        })
-        .join();
-    }
-}
 
 /// A `coffer` process, killed when dropped.
 struct Node {
@@ -128,7 +59,7 @@ fn start_node(config: &std::path::Path, data_dir: &std::path::Path) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_one_database_keep_every_invariant() {
-    let Some(database) = Database::create() else {
+    let Some(database) = Database::create("multi_node") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

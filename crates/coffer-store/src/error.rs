@@ -10,6 +10,9 @@ pub enum StoreError {
     /// PostgreSQL refused or failed a statement, or the connection broke.
     #[error("postgres: {0}")]
     Postgres(String),
+    /// An import was asked of a store that already holds a ledger.
+    #[error("the target store is not empty; import only into a new database")]
+    NotEmpty,
     /// Another process holds the database open.
     #[error("the database {0} is already open in another process")]
     AlreadyOpen(String),

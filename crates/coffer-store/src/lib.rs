@@ -17,9 +17,54 @@ pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{DATABASE_FILE_NAME, RedbStore};
 
 use coffer_core::{
-    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, Transaction,
-    TransactionRecord, VerifyReport, limits::PREFETCH_ROUNDS_MAX,
+    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, StoredOutcome,
+    Transaction, TransactionRecord, VerifyReport, limits::PREFETCH_ROUNDS_MAX,
 };
+
+/// One record of a whole-ledger export, written one JSON object per line by `coffer export`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum LedgerRecord {
+    /// The catalog in force.
+    Catalog { version: u64, source_toml: String },
+    /// A transaction and, when reversed, its reversal's id.
+    Transaction {
+        transaction: Transaction,
+        reversed_by: Option<u64>,
+    },
+    /// An account's state.
+    Account {
+        account_id: String,
+        state: AccountState,
+    },
+    /// A stored idempotency outcome.
+    Idempotency {
+        scope: String,
+        key: String,
+        outcome: StoredOutcome,
+    },
+}
+
+/// Records an import writes per storage transaction.
+pub const IMPORT_CHUNK_LEN: usize = 10_000;
+
+/// Checks that imported transactions arrive as 1, 2, 3, … and returns the next id.
+pub(crate) fn check_import_order(
+    next_id: &mut u64,
+    transaction: &Transaction,
+) -> Result<(), StoreError> {
+    if transaction.id != *next_id {
+        return Err(StoreError::Corrupt {
+            what: "export".to_owned(),
+            detail: format!(
+                "transaction {} where {} was expected (ids must be dense and in order)",
+                transaction.id, next_id
+            ),
+        });
+    }
+    *next_id += 1;
+    Ok(())
+}
 
 /// A catalog as stored: its version and the TOML it was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +122,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replays the whole ledger from one snapshot and checks every invariant.
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError>;
+
+    /// Every record of the ledger from one snapshot, in import order: the catalog, transactions
+    /// by id, accounts, idempotency outcomes.
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Loads an export into this store, which must be empty; returns the transactions loaded.
+    /// Indexes (history, reversals, the next id) are rebuilt from the records.
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<LedgerRecord, StoreError>>,
+    ) -> Result<u64, StoreError>;
 
     /// When other processes may commit to the same database: a channel that receives the id of
     /// the newest transaction committed anywhere, each time it changes (and now and then

@@ -18,7 +18,10 @@ use coffer_core::{
 };
 
 use crate::record::{decode, encode};
-use crate::{Store, StoreError, StoredCatalog, prepare_and_apply};
+use crate::{
+    IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
+    prepare_and_apply,
+};
 
 /// The channel commits are announced on.
 pub const COMMIT_CHANNEL: &str = "coffer_commits";
@@ -450,6 +453,148 @@ impl Store for PostgresStore {
             }
             Ok(report)
         })
+    }
+
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.read(|client| {
+            let mut txn = client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+            if let Some(row) = txn.query_opt("SELECT version, source FROM coffer_catalog WHERE id = 1", &[])? {
+                sink(LedgerRecord::Catalog { version: row.get::<_, i64>(0) as u64, source_toml: row.get(1) })?;
+            }
+            let mut after: i64 = 0;
+            loop {
+                let rows = txn.query(
+                    "SELECT t.id, t.body, r.reversal_id FROM coffer_transactions t \
+                     LEFT JOIN coffer_reversals r ON r.original_id = t.id WHERE t.id > $1 ORDER BY t.id LIMIT $2",
+                    &[&after, &SCAN_PAGE_LEN],
+                )?;
+                for row in &rows {
+                    after = row.get(0);
+                    sink(LedgerRecord::Transaction {
+                        transaction: decode("transaction", row.get::<_, &[u8]>(1))?,
+                        reversed_by: row.get::<_, Option<i64>>(2).map(|id| id as u64),
+                    })?;
+                }
+                if (rows.len() as i64) < SCAN_PAGE_LEN {
+                    break;
+                }
+            }
+            let mut after_account = String::new();
+            loop {
+                let rows = txn.query(
+                    "SELECT account_id, state FROM coffer_accounts WHERE account_id > $1 ORDER BY account_id LIMIT $2",
+                    &[&after_account, &SCAN_PAGE_LEN],
+                )?;
+                for row in &rows {
+                    after_account = row.get(0);
+                    sink(LedgerRecord::Account { account_id: after_account.clone(), state: decode("account", row.get::<_, &[u8]>(1))? })?;
+                }
+                if (rows.len() as i64) < SCAN_PAGE_LEN {
+                    break;
+                }
+            }
+            let (mut after_scope, mut after_key) = (String::new(), String::new());
+            loop {
+                let rows = txn.query(
+                    "SELECT scope, key, outcome FROM coffer_idempotency WHERE (scope, key) > ($1, $2) ORDER BY scope, key LIMIT $3",
+                    &[&after_scope, &after_key, &SCAN_PAGE_LEN],
+                )?;
+                for row in &rows {
+                    after_scope = row.get(0);
+                    after_key = row.get(1);
+                    sink(LedgerRecord::Idempotency {
+                        scope: after_scope.clone(),
+                        key: after_key.clone(),
+                        outcome: decode("idempotency outcome", row.get::<_, &[u8]>(2))?,
+                    })?;
+                }
+                if (rows.len() as i64) < SCAN_PAGE_LEN {
+                    break;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<LedgerRecord, StoreError>>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.writer.lock().expect("writer connection poisoned");
+        let head: i64 = client
+            .query_one(
+                "SELECT next_transaction_id FROM coffer_ledger_head WHERE id = 1",
+                &[],
+            )?
+            .get(0);
+        let accounts: i64 = client
+            .query_one("SELECT count(*) FROM coffer_accounts", &[])?
+            .get(0);
+        if head != 1 || accounts != 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        let mut next_id = 1u64;
+        let mut records = records.peekable();
+        while records.peek().is_some() {
+            let mut txn = client.transaction()?;
+            for record in records.by_ref().take(IMPORT_CHUNK_LEN) {
+                match record? {
+                    LedgerRecord::Catalog {
+                        version,
+                        source_toml,
+                    } => {
+                        txn.execute(
+                            "INSERT INTO coffer_catalog (id, version, source) VALUES (1, $1, $2) \
+                             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, source = EXCLUDED.source",
+                            &[&id_i64(version)?, &source_toml],
+                        )?;
+                    }
+                    LedgerRecord::Transaction {
+                        transaction,
+                        reversed_by,
+                    } => {
+                        check_import_order(&mut next_id, &transaction)?;
+                        let id = id_i64(transaction.id)?;
+                        txn.execute(
+                            "INSERT INTO coffer_transactions (id, body) VALUES ($1, $2)",
+                            &[&id, &encode(&transaction)],
+                        )?;
+                        for (account, version) in &transaction.account_versions {
+                            txn.execute(
+                                "INSERT INTO coffer_account_history (account_id, version, transaction_id) VALUES ($1, $2, $3)",
+                                &[&account.as_str(), &id_i64(*version)?, &id],
+                            )?;
+                        }
+                        if let Some(reversal) = reversed_by {
+                            txn.execute("INSERT INTO coffer_reversals (original_id, reversal_id) VALUES ($1, $2)", &[&id, &id_i64(reversal)?])?;
+                        }
+                    }
+                    LedgerRecord::Account { account_id, state } => {
+                        txn.execute(
+                            "INSERT INTO coffer_accounts (account_id, state) VALUES ($1, $2)",
+                            &[&account_id, &encode(&state)],
+                        )?;
+                    }
+                    LedgerRecord::Idempotency {
+                        scope,
+                        key,
+                        outcome,
+                    } => {
+                        txn.execute("INSERT INTO coffer_idempotency (scope, key, outcome) VALUES ($1, $2, $3)", &[&scope, &key, &encode(&outcome)])?;
+                    }
+                }
+            }
+            txn.execute(
+                "UPDATE coffer_ledger_head SET next_transaction_id = $1 WHERE id = 1",
+                &[&id_i64(next_id)?],
+            )?;
+            txn.commit()?;
+        }
+        Ok(next_id - 1)
     }
 
     fn commits_elsewhere(&self) -> Option<mpsc::Receiver<u64>> {

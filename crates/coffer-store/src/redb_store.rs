@@ -11,7 +11,10 @@ use coffer_core::{
 };
 
 use crate::record::{decode, encode};
-use crate::{Store, StoreError, StoredCatalog, prepare_and_apply};
+use crate::{
+    IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
+    prepare_and_apply,
+};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "coffer.redb";
@@ -311,5 +314,117 @@ impl Store for RedbStore {
             ));
         }
         Ok(report)
+    }
+
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        if let Some(bytes) = meta.get(CATALOG)? {
+            let (version, source_toml): (u64, String) = decode("catalog", bytes.value())?;
+            sink(LedgerRecord::Catalog {
+                version,
+                source_toml,
+            })?;
+        }
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let reversals = txn.open_table(REVERSALS)?;
+        for entry in transactions.iter()? {
+            let (id, bytes) = entry?;
+            let reversed_by = reversals.get(id.value())?.map(|v| v.value());
+            sink(LedgerRecord::Transaction {
+                transaction: decode("transaction", bytes.value())?,
+                reversed_by,
+            })?;
+        }
+        for entry in txn.open_table(ACCOUNTS)?.iter()? {
+            let (name, bytes) = entry?;
+            sink(LedgerRecord::Account {
+                account_id: name.value().to_owned(),
+                state: decode("account", bytes.value())?,
+            })?;
+        }
+        for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+            let (key, bytes) = entry?;
+            let (scope, key) = key.value();
+            sink(LedgerRecord::Idempotency {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                outcome: decode("idempotency outcome", bytes.value())?,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<LedgerRecord, StoreError>>,
+    ) -> Result<u64, StoreError> {
+        {
+            let txn = self.db.begin_read()?;
+            if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
+                || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
+            {
+                return Err(StoreError::NotEmpty);
+            }
+        }
+        let mut next_id = 1u64;
+        let mut records = records.peekable();
+        while records.peek().is_some() {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let mut transactions = txn.open_table(TRANSACTIONS)?;
+                let mut history = txn.open_table(HISTORY)?;
+                let mut reversals = txn.open_table(REVERSALS)?;
+                let mut accounts = txn.open_table(ACCOUNTS)?;
+                let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+                for record in records.by_ref().take(IMPORT_CHUNK_LEN) {
+                    match record? {
+                        LedgerRecord::Catalog {
+                            version,
+                            source_toml,
+                        } => {
+                            meta.insert(
+                                CATALOG,
+                                encode(&(version, source_toml.as_str())).as_slice(),
+                            )?;
+                        }
+                        LedgerRecord::Transaction {
+                            transaction,
+                            reversed_by,
+                        } => {
+                            check_import_order(&mut next_id, &transaction)?;
+                            transactions.insert(transaction.id, encode(&transaction).as_slice())?;
+                            for (account, version) in &transaction.account_versions {
+                                history.insert((account.as_str(), *version), transaction.id)?;
+                            }
+                            if let Some(reversal) = reversed_by {
+                                reversals.insert(transaction.id, reversal)?;
+                            }
+                        }
+                        LedgerRecord::Account { account_id, state } => {
+                            accounts.insert(account_id.as_str(), encode(&state).as_slice())?;
+                        }
+                        LedgerRecord::Idempotency {
+                            scope,
+                            key,
+                            outcome,
+                        } => {
+                            idempotency.insert(
+                                (scope.as_str(), key.as_str()),
+                                encode(&outcome).as_slice(),
+                            )?;
+                        }
+                    }
+                }
+                meta.insert(NEXT_TRANSACTION_ID, encode(&next_id).as_slice())?;
+            }
+            txn.commit()?;
+        }
+        Ok(next_id - 1)
     }
 }
