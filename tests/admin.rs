@@ -1,17 +1,8 @@
 //! Admin calls over real gRPC: grants, revocations, reversals, atomic Execute, the catalog.
 
-use coffer_client::{ClientError, Rejection, balance, holding, pb};
-use coffer_integration_tests::{TestServer, assert_ledger_clean, currencies, items};
+use coffer_client::{Rejection, balance, holding, pb};
+use coffer_integration_tests::{assert_ledger_clean, currencies, items, rejection};
 use tonic::Code;
-
-fn rejection(result: Result<pb::Transaction, ClientError>) -> (Code, Rejection) {
-    match result {
-        Err(ClientError::Rejected {
-            code, rejection, ..
-        }) => (code, rejection),
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-}
 
 fn transfer(from: &str, to: &str, contents: pb::Contents) -> pb::Operation {
     pb::Operation {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use coffer_client::{balance, holding, pb};
-use coffer_integration_tests::{TestServer, assert_ledger_clean, currencies};
+use coffer_integration_tests::{assert_ledger_clean, currencies};
 use futures::StreamExt;
 
 async fn next_event(stream: &mut tonic::Streaming<pb::SubscribeResponse>) -> pb::SubscribeResponse {

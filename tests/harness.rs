@@ -208,6 +208,18 @@ pub fn items(quantities: &[(&str, u64)]) -> pb::Contents {
     }
 }
 
+/// The gRPC code and ledger rejection of a call that must have been refused.
+pub fn rejection(
+    result: Result<pb::Transaction, coffer_client::ClientError>,
+) -> (tonic::Code, coffer_client::Rejection) {
+    match result {
+        Err(coffer_client::ClientError::Rejected {
+            code, rejection, ..
+        }) => (code, rejection),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
 /// Asserts that the server's ledger verifier finds nothing wrong.
 pub async fn assert_ledger_clean(client: &mut CofferClient) {
     let report = client.verify_ledger().await.expect("verify ledger");

@@ -2,18 +2,9 @@
 //! rewards, limits and malformed input.
 
 use coffer_client::{ClientError, Rejection, balance, holding, pb};
-use coffer_integration_tests::{TestServer, assert_ledger_clean, currencies};
+use coffer_integration_tests::{assert_ledger_clean, currencies, rejection};
 use tonic::Code;
 use tonic_types::StatusExt;
-
-fn rejection(result: Result<pb::Transaction, ClientError>) -> (Code, Rejection) {
-    match result {
-        Err(ClientError::Rejected {
-            code, rejection, ..
-        }) => (code, rejection),
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-}
 
 coffer_integration_tests::backend_tests! {
     async fn purchase_end_to_end_debits_price_grants_item_and_records_history(server) {

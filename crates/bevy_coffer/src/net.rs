@@ -11,7 +11,6 @@ use std::time::Duration;
 use coffer_client::pb::wallet_service_client::WalletServiceClient;
 use coffer_client::{ClientError, pb};
 use tokio::sync::mpsc;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,42 +21,22 @@ use crate::resources::ConnectionState;
 /// Messages queued from the network towards the game before network tasks wait for a frame.
 pub(crate) const TO_GAME_QUEUE_LEN: usize = 1024;
 
-/// Attaches `authorization: Bearer <token>` to every call when a token is set.
-#[derive(Clone, Default)]
-pub(crate) struct Credentials {
-    authorization: Option<AsciiMetadataValue>,
-}
+/// The client's bearer-token interceptor, built from the plugin's optional token.
+pub(crate) struct Credentials;
 
 impl Credentials {
     /// Credentials for `token`; `None` sends no header. Fails for a token that cannot be a
     /// header value (it must be visible ASCII).
-    pub(crate) fn new(token: Option<&str>) -> Result<Self, String> {
-        let authorization = match token {
-            None => None,
-            Some(token) => Some(
-                MetadataValue::try_from(format!("Bearer {token}"))
-                    .map_err(|_| "the token must be printable ASCII".to_owned())?,
-            ),
-        };
-        Ok(Credentials { authorization })
-    }
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+    pub(crate) fn new(token: Option<&str>) -> Result<coffer_client::Credentials, String> {
+        match token {
+            None => Ok(coffer_client::Credentials::default()),
+            Some(token) => coffer_client::Credentials::bearer(token)
+                .map_err(|_| "the token must be printable ASCII".to_owned()),
         }
-        Ok(request)
     }
 }
 
-type WalletClient = WalletServiceClient<InterceptedService<Channel, Credentials>>;
+type WalletClient = WalletServiceClient<InterceptedService<Channel, coffer_client::Credentials>>;
 
 /// The wallet service client the plugin uses, with credentials attached.
 #[derive(Clone)]
@@ -70,7 +49,7 @@ impl NetClient {
     /// the runtime's context.
     pub(crate) fn connect_lazy(
         endpoint: &str,
-        credentials: Credentials,
+        credentials: coffer_client::Credentials,
         policy: &ReconnectPolicy,
     ) -> Result<Self, String> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
