@@ -93,6 +93,8 @@ pub struct TestServer {
     database: Option<TestDatabase>,
     data_dir: tempfile::TempDir,
     catalog_path: Option<PathBuf>,
+    /// Receipt settings replacing the development default (sandbox store only).
+    receipts: Option<coffer_server::ReceiptSettings>,
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
     /// The development admin key the server generated.
@@ -137,6 +139,7 @@ impl TestServer {
             database,
             data_dir,
             catalog_path: None,
+            receipts: None,
             endpoint: String::new(),
             admin_key: String::new(),
         };
@@ -148,6 +151,9 @@ impl TestServer {
         let mut config = Config::development("127.0.0.1:0".parse().unwrap(), self.data_dir.path());
         config.catalog_path = self.catalog_path.clone();
         config.postgres_url = self.database.as_ref().map(|d| d.url.clone());
+        if let Some(receipts) = &self.receipts {
+            config.receipts = receipts.clone();
+        }
         let running = coffer_server::start(config).await.expect("server starts");
         self.endpoint = format!("http://{}", running.local_addr);
         self.admin_key = running
@@ -170,6 +176,12 @@ impl TestServer {
         CofferClient::connect(self.endpoint.clone())
             .await
             .expect("client connects")
+    }
+
+    /// Restarts the server on the same data with these receipt settings.
+    pub async fn set_receipts(&mut self, receipts: coffer_server::ReceiptSettings) {
+        self.receipts = Some(receipts);
+        self.restart().await;
     }
 
     /// Shuts the server down gracefully and starts it again on the same data directory.

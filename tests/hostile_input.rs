@@ -33,6 +33,25 @@ enum Hostile {
     Execute(pb::ExecuteRequest),
     Token(pb::IssuePlayerTokenRequest),
     Catalog(pb::ReplaceCatalogRequest),
+    Redeem(pb::RedeemReceiptRequest),
+    Notification(pb::ProcessStoreNotificationRequest),
+    SandboxReceipt(pb::IssueSandboxReceiptRequest),
+}
+
+/// Store platforms, valid and not.
+fn platform() -> impl Strategy<Value = i32> {
+    prop_oneof![3 => 0i32..4, 1 => any::<i32>()]
+}
+
+/// Receipt-shaped strings: the sandbox prefix with junk, JWS-like dot triples, JSON, anything.
+fn payload() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text(),
+        "[A-Za-z0-9_-]{0,40}".prop_map(|junk| format!("coffer-sandbox-v1.{junk}.{junk}")),
+        "[A-Za-z0-9_-]{0,40}".prop_map(|junk| format!("eyJhbGciOiJFUzI1NiJ9.{junk}.{junk}")),
+        Just(r#"{"purchaseData":"{}","signature":""}"#.to_owned()),
+        Just(r#"{"signedPayload":"a.b.c"}"#.to_owned()),
+    ]
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -181,6 +200,33 @@ fn hostile() -> impl Strategy<Value = Hostile> {
             Just(coffer_server::DEMO_CATALOG_TOML.replace("decimals = 2", "decimals = 200")),
         ]
         .prop_map(|catalog_toml| Hostile::Catalog(pb::ReplaceCatalogRequest { catalog_toml })),
+        (text(), platform(), payload(), text()).prop_map(
+            |(player_id, platform, payload, idempotency_key)| {
+                Hostile::Redeem(pb::RedeemReceiptRequest {
+                    player_id,
+                    platform,
+                    payload,
+                    idempotency_key,
+                })
+            }
+        ),
+        (platform(), payload()).prop_map(|(platform, payload)| Hostile::Notification(
+            pb::ProcessStoreNotificationRequest { platform, payload }
+        )),
+        (
+            text(),
+            text(),
+            any::<u32>(),
+            prop_oneof![Just(String::new()), text()]
+        )
+            .prop_map(|(player_id, product_id, quantity, refund_transaction_id)| {
+                Hostile::SandboxReceipt(pb::IssueSandboxReceiptRequest {
+                    player_id,
+                    product_id,
+                    quantity,
+                    refund_transaction_id,
+                })
+            }),
     ]
 }
 
@@ -199,6 +245,9 @@ async fn send(client: &coffer_client::CofferClient, request: Hostile) -> Result<
         Hostile::Execute(r) => admin.execute(r).await.map(drop),
         Hostile::Token(r) => admin.issue_player_token(r).await.map(drop),
         Hostile::Catalog(r) => admin.replace_catalog(r).await.map(drop),
+        Hostile::Redeem(r) => wallet.redeem_receipt(r).await.map(drop),
+        Hostile::Notification(r) => admin.process_store_notification(r).await.map(drop),
+        Hostile::SandboxReceipt(r) => admin.issue_sandbox_receipt(r).await.map(drop),
     }
 }
 

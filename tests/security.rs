@@ -222,6 +222,32 @@ async fn call(
             })
             .await
             .map(drop),
+        // Allowed callers get past authorization to verification, which refuses the payload.
+        Method::RedeemReceipt => wallet
+            .redeem_receipt(pb::RedeemReceiptRequest {
+                player_id: player.into(),
+                platform: pb::StorePlatform::Sandbox.into(),
+                payload: "not-a-receipt".into(),
+                idempotency_key: key,
+            })
+            .await
+            .map(drop),
+        Method::ProcessStoreNotification => admin
+            .process_store_notification(pb::ProcessStoreNotificationRequest {
+                platform: pb::StorePlatform::Sandbox.into(),
+                payload: "not-a-notification".into(),
+            })
+            .await
+            .map(drop),
+        Method::IssueSandboxReceipt => admin
+            .issue_sandbox_receipt(pb::IssueSandboxReceiptRequest {
+                player_id: player.into(),
+                product_id: "gems_100".into(),
+                quantity: 1,
+                refund_transaction_id: String::new(),
+            })
+            .await
+            .map(drop),
     }
 }
 

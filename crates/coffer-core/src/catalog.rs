@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::ids::{CurrencyId, ItemId, OfferId, RewardId, check_id};
+use crate::ids::{CurrencyId, ItemId, OfferId, RewardId, StorePlatform, check_id};
 use crate::limits::*;
 
 /// An amount per currency, in minor units. Used for prices and currency grants.
@@ -106,6 +106,19 @@ pub struct Reward {
     pub rate_limit_window_ms: i64,
 }
 
+/// What a real-money store product grants per unit bought (`[store_products.<platform>.<id>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreProduct {
+    pub platform: StorePlatform,
+    /// The product id as configured in the store (App Store Connect, Play Console, sandbox).
+    pub product_id: String,
+    pub name: String,
+    /// The bundle it grants, if any (its contents are already in `grants`).
+    pub bundle: Option<String>,
+    /// Everything one unit grants.
+    pub grants: Contents,
+}
+
 /// A validated catalog. Build one with [`Catalog::from_toml`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -116,6 +129,9 @@ pub struct Catalog {
     pub bundles: BTreeMap<String, Bundle>,
     pub offers: BTreeMap<OfferId, Offer>,
     pub rewards: BTreeMap<RewardId, Reward>,
+    /// Real-money products per store, by store product id.
+    #[serde(default)]
+    pub store_products: BTreeMap<StorePlatform, BTreeMap<String, StoreProduct>>,
 }
 
 /// Why a catalog was refused. `path` names the entry and field, e.g. `offers.potion.price`.
@@ -150,6 +166,20 @@ struct RawCatalog {
     offers: BTreeMap<String, RawOffer>,
     #[serde(default)]
     rewards: BTreeMap<String, RawReward>,
+    /// Platform name, then store product id.
+    #[serde(default)]
+    store_products: BTreeMap<String, BTreeMap<String, RawStoreProduct>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStoreProduct {
+    name: Option<String>,
+    bundle: Option<String>,
+    #[serde(default)]
+    currencies: BTreeMap<String, i64>,
+    #[serde(default)]
+    items: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +282,7 @@ impl Catalog {
             bundles: BTreeMap::new(),
             offers: BTreeMap::new(),
             rewards: BTreeMap::new(),
+            store_products: BTreeMap::new(),
         };
 
         for (id, c) in raw.currencies {
@@ -453,7 +484,49 @@ impl Catalog {
             );
         }
 
+        for (platform_name, products) in raw.store_products {
+            let path = format!("store_products.{platform_name}");
+            let platform = StorePlatform::from_name(&platform_name).ok_or_else(|| {
+                invalid(
+                    &path,
+                    "unknown store platform; expected apple, google or sandbox",
+                )
+            })?;
+            check_section_len(&path, products.len())?;
+            for (product_id, p) in products {
+                let path = format!("{path}.{product_id}");
+                check_catalog_id(&path, &product_id)?;
+                let grants =
+                    catalog.check_contents(&path, p.bundle.as_deref(), p.currencies, p.items)?;
+                if grants.is_empty() {
+                    return Err(invalid(
+                        &path,
+                        "a store product must grant a bundle, currencies or items",
+                    ));
+                }
+                catalog.store_products.entry(platform).or_default().insert(
+                    product_id.clone(),
+                    StoreProduct {
+                        platform,
+                        name: p.name.unwrap_or_else(|| product_id.clone()),
+                        product_id,
+                        bundle: p.bundle,
+                        grants,
+                    },
+                );
+            }
+        }
+
         Ok(catalog)
+    }
+
+    /// The product a store sells under `product_id`, if the catalog has it.
+    pub fn store_product(
+        &self,
+        platform: StorePlatform,
+        product_id: &str,
+    ) -> Option<&StoreProduct> {
+        self.store_products.get(&platform)?.get(product_id)
     }
 
     /// Checks that `next` may replace `self`: a higher version, and every currency kept with the
@@ -694,6 +767,42 @@ mod tests {
             current.check_replacement(&changed).unwrap_err().to_string(),
             "currencies.coins.decimals: cannot change from 0 to 2"
         );
+    }
+
+    #[test]
+    fn store_products_grant_bundles_and_name_bad_entries() {
+        let text = format!(
+            "{MINIMAL}\n[bundles.pack]\ncurrencies = {{ coins = 5 }}\n\
+             [store_products.sandbox.coins_10]\ncurrencies = {{ coins = 10 }}\n\
+             [store_products.apple.\"com.example.pack\"]\nbundle = \"pack\"\n"
+        );
+        let catalog = Catalog::from_toml(&text).unwrap();
+        let product = catalog
+            .store_product(StorePlatform::Sandbox, "coins_10")
+            .unwrap();
+        assert_eq!(product.grants.currencies["coins"], 10);
+        let pack = catalog
+            .store_product(StorePlatform::Apple, "com.example.pack")
+            .unwrap();
+        assert_eq!(pack.grants.currencies["coins"], 5);
+        assert!(
+            catalog
+                .store_product(StorePlatform::Google, "coins_10")
+                .is_none()
+        );
+
+        let bad = format!("{MINIMAL}\n[store_products.steam.x]\ncurrencies = {{ coins = 1 }}\n");
+        let err = Catalog::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("store_products.steam:"), "{err}");
+        let bad = format!("{MINIMAL}\n[store_products.google.x]\ncurrencies = {{ gold = 1 }}\n");
+        let err = Catalog::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("store_products.google.x.currencies"),
+            "{err}"
+        );
+        let bad = format!("{MINIMAL}\n[store_products.google.x]\nname = \"Nothing\"\n");
+        let err = Catalog::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("store_products.google.x:"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Amounts, Contents};
-use crate::ids::{ItemId, OfferId, RewardId};
+use crate::ids::{ItemId, OfferId, RewardId, StorePlatform};
 use crate::rejection::Rejection;
 
 /// An idempotency key, scoped to whoever chose it (`player:<id>` or `admin`), so two players can
@@ -22,6 +22,23 @@ impl IdempotencyKey {
         IdempotencyKey {
             scope: format!("player:{player_id}"),
             key: key.to_owned(),
+        }
+    }
+
+    /// The key of a store purchase: one per `(platform, store transaction id)` across all
+    /// players, so a receipt is redeemed at most once whoever sends it.
+    pub fn store(platform: StorePlatform, store_transaction_id: &str) -> Self {
+        IdempotencyKey {
+            scope: format!("store:{}", platform.name()),
+            key: store_transaction_id.to_owned(),
+        }
+    }
+
+    /// The key of the refund of a store purchase: a purchase is refunded at most once.
+    pub fn store_refund(platform: StorePlatform, store_transaction_id: &str) -> Self {
+        IdempotencyKey {
+            scope: format!("store-refund:{}", platform.name()),
+            key: store_transaction_id.to_owned(),
         }
     }
 
@@ -50,6 +67,72 @@ pub enum ExecuteStep {
         to_player_id: String,
         contents: Contents,
     },
+}
+
+/// How a store refund takes back what its purchase granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RefundPolicy {
+    /// Take every granted currency back even if the player spent it, leaving a negative
+    /// balance (a debt later credits pay off first); take back granted items the player still
+    /// holds. The default: a refund must never let a player keep what they did not pay for.
+    ClawBack,
+    /// Take back exactly what was granted, or refuse (`INSUFFICIENT_FUNDS` /
+    /// `INSUFFICIENT_ITEMS`) and change nothing when the player no longer holds it.
+    ReverseIfPossible,
+}
+
+impl RefundPolicy {
+    /// The configuration name: `claw_back` or `reverse_if_possible`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClawBack => "claw_back",
+            Self::ReverseIfPossible => "reverse_if_possible",
+        }
+    }
+
+    /// The policy with that configuration name.
+    pub fn from_name(name: &str) -> Option<RefundPolicy> {
+        [Self::ClawBack, Self::ReverseIfPossible]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+/// What the store did to a purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreRefundKind {
+    /// The buyer got their money back.
+    Refund,
+    /// Access was withdrawn without a refund to this buyer (e.g. Family Sharing ended).
+    Revoke,
+}
+
+impl StoreRefundKind {
+    /// `refund` or `revoke`, as kept in transaction metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Refund => "refund",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
+/// The verified facts of a store purchase, as the transport's receipt verifier returned them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorePurchase {
+    pub platform: StorePlatform,
+    /// Unique per purchase in its store; the purchase is redeemable once across all players.
+    pub store_transaction_id: String,
+    pub product_id: String,
+    /// Units bought (at least 1): the product's grants are multiplied by it.
+    pub quantity: u32,
+    /// Price paid in the minor unit of `currency_code`, when the store reports it.
+    pub price_minor_units: Option<i64>,
+    /// ISO 4217 code, when the store reports a price.
+    pub currency_code: Option<String>,
+    /// The store environment (`Production`, `Sandbox`, `production`, `sandbox`).
+    pub environment: String,
+    pub purchased_at_unix_ms: i64,
 }
 
 /// The operation a command performs.
@@ -93,6 +176,20 @@ pub enum Operation {
     Reverse { transaction_id: u64 },
     /// Several steps on several players, all applied or none.
     Execute { steps: Vec<ExecuteStep> },
+    /// Credit a verified store purchase to a player, once per store transaction across all
+    /// players (the command's idempotency key is replaced by [`IdempotencyKey::store`]).
+    RedeemReceipt {
+        player_id: String,
+        purchase: StorePurchase,
+    },
+    /// Undo the redemption of a store transaction after a verified refund notice, once (the
+    /// command's idempotency key is replaced by [`IdempotencyKey::store_refund`]).
+    RefundStoreTransaction {
+        platform: StorePlatform,
+        store_transaction_id: String,
+        kind: StoreRefundKind,
+        policy: RefundPolicy,
+    },
 }
 
 impl Operation {
@@ -104,8 +201,9 @@ impl Operation {
             | Operation::Consume { player_id, .. }
             | Operation::ClaimReward { player_id, .. }
             | Operation::Grant { player_id, .. }
-            | Operation::Revoke { player_id, .. } => vec![player_id.as_str()],
-            Operation::Reverse { .. } => Vec::new(),
+            | Operation::Revoke { player_id, .. }
+            | Operation::RedeemReceipt { player_id, .. } => vec![player_id.as_str()],
+            Operation::Reverse { .. } | Operation::RefundStoreTransaction { .. } => Vec::new(),
             Operation::Execute { steps } => steps
                 .iter()
                 .flat_map(|step| match step {
@@ -138,6 +236,32 @@ pub struct Command {
 }
 
 impl Command {
+    /// The key the outcome is stored under: the caller's, except for store operations, whose
+    /// key is the store transaction itself so that no caller can redeem or refund it twice.
+    pub fn effective_key(&self) -> IdempotencyKey {
+        match &self.operation {
+            Operation::RedeemReceipt { purchase, .. } => {
+                IdempotencyKey::store(purchase.platform, &purchase.store_transaction_id)
+            }
+            Operation::RefundStoreTransaction {
+                platform,
+                store_transaction_id,
+                ..
+            } => IdempotencyKey::store_refund(*platform, store_transaction_id),
+            _ => self.idempotency_key.clone(),
+        }
+    }
+
+    /// Store operations keep no rejection: a purchase refused because its product was missing
+    /// from the catalog must be redeemable once the catalog is fixed, and a refund that arrived
+    /// before its purchase was redeemed must apply when retried.
+    pub fn stores_rejections(&self) -> bool {
+        !matches!(
+            self.operation,
+            Operation::RedeemReceipt { .. } | Operation::RefundStoreTransaction { .. }
+        )
+    }
+
     /// A digest of what makes two requests "the same request" for idempotency: the operation
     /// and its reason. A retry must match it exactly.
     pub fn fingerprint(&self) -> [u8; 32] {

@@ -46,6 +46,42 @@ pub fn check_id(id: &str) -> Result<(), IdError> {
     }
 }
 
+/// A real-money store whose purchases Coffer redeems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StorePlatform {
+    /// Apple App Store.
+    Apple,
+    /// Google Play.
+    Google,
+    /// Coffer's own signed test store (development and the demo game).
+    Sandbox,
+}
+
+impl StorePlatform {
+    /// Every platform, in a fixed order.
+    pub const ALL: [StorePlatform; 3] = [Self::Apple, Self::Google, Self::Sandbox];
+
+    /// The lower-case name used in the catalog, account names and idempotency scopes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Apple => "apple",
+            Self::Google => "google",
+            Self::Sandbox => "sandbox",
+        }
+    }
+
+    /// The platform with that lower-case name.
+    pub fn from_name(name: &str) -> Option<StorePlatform> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl fmt::Display for StorePlatform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The system accounts value moves to and from. Players' accounts are the other side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SystemAccount {
@@ -55,18 +91,30 @@ pub enum SystemAccount {
     Rewards,
     /// Pays admin grants and opening balances; receives revocations.
     Grants,
+    /// Pays out what real-money purchases in one store grant; receives refunds' claw-backs.
+    Store(StorePlatform),
 }
 
 impl SystemAccount {
     /// Every system account, for verifiers and listings.
-    pub const ALL: [SystemAccount; 3] = [Self::Shop, Self::Rewards, Self::Grants];
+    pub const ALL: [SystemAccount; 6] = [
+        Self::Shop,
+        Self::Rewards,
+        Self::Grants,
+        Self::Store(StorePlatform::Apple),
+        Self::Store(StorePlatform::Google),
+        Self::Store(StorePlatform::Sandbox),
+    ];
 
-    /// The account name as stored and shown, e.g. `system:shop`.
+    /// The account name as stored and shown, e.g. `system:shop`, `system:store:apple`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Shop => "system:shop",
             Self::Rewards => "system:rewards",
             Self::Grants => "system:grants",
+            Self::Store(StorePlatform::Apple) => "system:store:apple",
+            Self::Store(StorePlatform::Google) => "system:store:google",
+            Self::Store(StorePlatform::Sandbox) => "system:store:sandbox",
         }
     }
 }

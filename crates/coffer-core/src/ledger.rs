@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::ids::{AccountId, CurrencyId, ItemId, OfferId, RewardId};
+use crate::command::RefundPolicy;
+use crate::ids::{AccountId, CurrencyId, ItemId, OfferId, RewardId, StorePlatform};
 
 /// One signed currency amount on one account. A transaction's postings sum to zero per currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,21 @@ pub enum TransactionKind {
     Reversal {
         reverses: u64,
     },
+    /// A verified real-money purchase credited from `system:store:<platform>`.
+    StoreRedemption {
+        platform: StorePlatform,
+        store_transaction_id: String,
+        product_id: String,
+    },
+    /// A store refund or revocation undoing the redemption `reverses` under `policy`. With
+    /// [`RefundPolicy::ClawBack`] it is the only transaction that may take a player balance
+    /// below zero.
+    StoreRefund {
+        platform: StorePlatform,
+        store_transaction_id: String,
+        reverses: u64,
+        policy: RefundPolicy,
+    },
 }
 
 impl TransactionKind {
@@ -65,6 +81,8 @@ impl TransactionKind {
             Self::Revoke => "revoke",
             Self::Execute => "execute",
             Self::Reversal { .. } => "reversal",
+            Self::StoreRedemption { .. } => "store_redemption",
+            Self::StoreRefund { .. } => "store_refund",
         }
     }
 }

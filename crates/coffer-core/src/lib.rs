@@ -20,9 +20,16 @@ mod verify;
 pub use account::{AccountState, ItemHolding};
 pub use catalog::{
     Amounts, Bundle, Catalog, CatalogError, Contents, Currency, Item, ItemKind, Offer, Reward,
+    StoreProduct,
 };
-pub use command::{Command, ExecuteStep, IdempotencyKey, Operation, StoredOutcome};
-pub use ids::{AccountId, CurrencyId, IdError, ItemId, OfferId, RewardId, SystemAccount, check_id};
+pub use command::{
+    Command, ExecuteStep, IdempotencyKey, Operation, RefundPolicy, StorePurchase, StoreRefundKind,
+    StoredOutcome,
+};
+pub use ids::{
+    AccountId, CurrencyId, IdError, ItemId, OfferId, RewardId, StorePlatform, SystemAccount,
+    check_id,
+};
 pub use ledger::{ItemMovement, Posting, Transaction, TransactionKind};
 pub use rejection::{Rejection, RejectionCode};
 pub use state_machine::{

@@ -27,6 +27,7 @@ pub const CONTENTS_LEN_MAX: usize = 64;
 pub const EXECUTE_STEPS_MAX: usize = 256;
 /// Most commands the state machine applies in one batch (one durable commit).
 pub const BATCH_LEN_MAX: usize = 1_024;
-/// How many load rounds a batch may need: commands, then the transactions a reversal names,
-/// then the accounts those transactions touched.
+/// How many load rounds a batch may need: commands (and the purchase key a store refund names),
+/// then the transactions a reversal or refund names, then the accounts those transactions
+/// touched.
 pub const PREFETCH_ROUNDS_MAX: usize = 3;

@@ -50,11 +50,17 @@ pub enum RejectionCode {
     NotReversible = 20,
     /// An amount would leave the representable range of a system account.
     AmountOverflow = 21,
+    /// No store product with that id for that platform in the current catalog.
+    UnknownProduct = 22,
+    /// The store transaction was already redeemed, by another player.
+    ReceiptAlreadyRedeemed = 23,
+    /// No redeemed store transaction with that id (a refund for a purchase never redeemed).
+    StoreTransactionNotFound = 24,
 }
 
 impl RejectionCode {
     /// Every code, in numeric order.
-    pub const ALL: [RejectionCode; 21] = [
+    pub const ALL: [RejectionCode; 24] = [
         Self::IdempotencyKeyReused,
         Self::UnknownOffer,
         Self::UnknownItem,
@@ -76,6 +82,9 @@ impl RejectionCode {
         Self::AlreadyReversed,
         Self::NotReversible,
         Self::AmountOverflow,
+        Self::UnknownProduct,
+        Self::ReceiptAlreadyRedeemed,
+        Self::StoreTransactionNotFound,
     ];
 
     /// The stable SCREAMING_CASE name, used as the `reason` of the gRPC `ErrorInfo`.
@@ -102,6 +111,9 @@ impl RejectionCode {
             Self::AlreadyReversed => "ALREADY_REVERSED",
             Self::NotReversible => "NOT_REVERSIBLE",
             Self::AmountOverflow => "AMOUNT_OVERFLOW",
+            Self::UnknownProduct => "UNKNOWN_PRODUCT",
+            Self::ReceiptAlreadyRedeemed => "RECEIPT_ALREADY_REDEEMED",
+            Self::StoreTransactionNotFound => "STORE_TRANSACTION_NOT_FOUND",
         }
     }
 

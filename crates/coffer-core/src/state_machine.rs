@@ -9,10 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::account::AccountState;
 use crate::catalog::{Amounts, Catalog, Contents, ItemKind};
-use crate::command::{Command, ExecuteStep, IdempotencyKey, Operation, StoredOutcome};
+use crate::command::{
+    Command, ExecuteStep, IdempotencyKey, Operation, RefundPolicy, StoredOutcome,
+};
 use crate::ids::{AccountId, SystemAccount};
 use crate::ledger::{ItemMovement, Posting, Transaction, TransactionKind};
-use crate::limits::{BATCH_LEN_MAX, PREFETCH_ROUNDS_MAX};
+use crate::limits::{
+    AMOUNT_MINOR_UNITS_MAX, BATCH_LEN_MAX, ITEM_QUANTITY_MAX, PREFETCH_ROUNDS_MAX,
+};
 use crate::rejection::{Rejection, RejectionCode};
 
 /// A stored transaction and, once it has been reversed, the id of its reversal.
@@ -92,11 +96,10 @@ pub fn needed(commands: &[Command], loaded: &LoadedState) -> Prefetch {
         }
     };
     for command in commands {
-        match loaded.idempotency.get(&command.idempotency_key) {
+        let key = command.effective_key();
+        match loaded.idempotency.get(&key) {
             None => {
-                prefetch
-                    .idempotency_keys
-                    .insert(command.idempotency_key.clone());
+                prefetch.idempotency_keys.insert(key);
             }
             Some(Some(StoredOutcome { result: Ok(id), .. })) => {
                 want_transaction(*id, &mut prefetch)
@@ -115,6 +118,33 @@ pub fn needed(commands: &[Command], loaded: &LoadedState) -> Prefetch {
                     }
                 }
                 Some(None) => {}
+            }
+        }
+        // A refund finds its redemption through the purchase's key, then its transaction,
+        // then the accounts that transaction touched: three rounds.
+        if let Operation::RefundStoreTransaction {
+            platform,
+            store_transaction_id,
+            ..
+        } = &command.operation
+        {
+            let key = IdempotencyKey::store(*platform, store_transaction_id);
+            match loaded.idempotency.get(&key) {
+                None => {
+                    prefetch.idempotency_keys.insert(key);
+                }
+                Some(Some(StoredOutcome { result: Ok(id), .. })) => {
+                    match loaded.transactions.get(id) {
+                        None => want_transaction(*id, &mut prefetch),
+                        Some(Some(record)) => {
+                            for account in accounts_of(&record.transaction) {
+                                want_account(account, &mut prefetch);
+                            }
+                        }
+                        Some(None) => {}
+                    }
+                }
+                Some(_) => {}
             }
         }
     }
@@ -194,8 +224,14 @@ struct Working<'c> {
 impl Working<'_> {
     fn apply(&mut self, command: &Command) -> Outcome {
         let fingerprint = command.fingerprint();
-        let previous = self.idempotency[&command.idempotency_key].clone();
+        let key = command.effective_key();
+        let previous = self.idempotency[&key].clone();
         if let Some(stored) = previous {
+            if stored.fingerprint != fingerprint
+                && let Some(outcome) = self.store_replay(command, &stored)
+            {
+                return outcome;
+            }
             if stored.fingerprint != fingerprint {
                 return Err(Rejection::new(
                     RejectionCode::IdempotencyKeyReused,
@@ -220,15 +256,17 @@ impl Working<'_> {
         let kind = match self.open_and_run(&mut draft, &command.operation) {
             Ok(kind) => kind,
             Err(rejection) => {
-                self.record(command, fingerprint, Err(rejection.clone()));
+                self.record_rejection(command, fingerprint, &rejection);
                 return Err(rejection);
             }
         };
-        if let TransactionKind::Reversal { reverses: id } = kind {
+        if let TransactionKind::Reversal { reverses: id }
+        | TransactionKind::StoreRefund { reverses: id, .. } = kind
+        {
             reverses = Some(id);
         }
         if let Err(rejection) = draft.check_bounds() {
-            self.record(command, fingerprint, Err(rejection.clone()));
+            self.record_rejection(command, fingerprint, &rejection);
             return Err(rejection);
         }
 
@@ -238,6 +276,7 @@ impl Working<'_> {
             opening_postings,
             postings,
             item_movements,
+            metadata: operation_metadata,
             ..
         } = draft;
         let mut versions: BTreeMap<AccountId, u64> = BTreeMap::new();
@@ -274,6 +313,7 @@ impl Working<'_> {
         if !command.reason.is_empty() {
             metadata.insert("reason".to_owned(), command.reason.clone());
         }
+        metadata.extend(operation_metadata);
         let transaction = Transaction {
             id,
             kind,
@@ -300,6 +340,54 @@ impl Working<'_> {
         Ok(transaction)
     }
 
+    /// A store operation whose key (the store transaction) was used by a different request:
+    /// a purchase redeemed again by its own player returns the original transaction, by another
+    /// player is refused; a refund notified again (say under another policy) returns the
+    /// original refund. Nothing is recorded, so nothing changes. `None` for other operations.
+    fn store_replay(&self, command: &Command, stored: &StoredOutcome) -> Option<Outcome> {
+        let original = match stored.result {
+            Ok(id) => match self.transactions.get(&id) {
+                Some(Some(record)) => record.transaction.clone(),
+                _ => unreachable!("transaction {id} of a stored outcome was not loaded"),
+            },
+            // Store operations never store rejections; a stored one predates that rule.
+            Err(ref rejection) => return Some(Err(rejection.clone())),
+        };
+        match &command.operation {
+            Operation::RedeemReceipt {
+                player_id,
+                purchase,
+            } => {
+                if original
+                    .account_versions
+                    .contains_key(&AccountId::player(player_id))
+                {
+                    return Some(Ok(original));
+                }
+                Some(Err(Rejection::new(
+                    RejectionCode::ReceiptAlreadyRedeemed,
+                    format!(
+                        "{} store transaction {:?} was already redeemed by another player (transaction {})",
+                        purchase.platform, purchase.store_transaction_id, original.id
+                    ),
+                )))
+            }
+            Operation::RefundStoreTransaction { .. } => Some(Ok(original)),
+            _ => None,
+        }
+    }
+
+    fn record_rejection(
+        &mut self,
+        command: &Command,
+        fingerprint: [u8; 32],
+        rejection: &Rejection,
+    ) {
+        if command.stores_rejections() {
+            self.record(command, fingerprint, Err(rejection.clone()));
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.changes.next_transaction_id;
         self.changes.next_transaction_id += 1;
@@ -322,11 +410,9 @@ impl Working<'_> {
             fingerprint,
             result,
         };
-        self.idempotency
-            .insert(command.idempotency_key.clone(), Some(outcome.clone()));
-        self.changes
-            .idempotency
-            .push((command.idempotency_key.clone(), outcome));
+        let key = command.effective_key();
+        self.idempotency.insert(key.clone(), Some(outcome.clone()));
+        self.changes.idempotency.push((key, outcome));
     }
 
     fn open_and_run(
@@ -573,6 +659,133 @@ impl Working<'_> {
                 }
                 Ok(TransactionKind::Execute)
             }
+            Operation::RedeemReceipt {
+                player_id,
+                purchase,
+            } => {
+                let platform = purchase.platform;
+                let product = self
+                    .catalog
+                    .store_product(platform, &purchase.product_id)
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            RejectionCode::UnknownProduct,
+                            format!(
+                                "no store product {:?} for platform {platform} in catalog version {}; add [store_products.{platform}.\"{}\"]",
+                                purchase.product_id, self.catalog.version, purchase.product_id
+                            ),
+                        )
+                    })?;
+                let grants = multiply(&product.grants, purchase.quantity)?;
+                let store = AccountId::system(SystemAccount::Store(platform));
+                draft.transfer_contents(&store, &AccountId::player(player_id), &grants)?;
+                let metadata = &mut draft.metadata;
+                metadata.insert("platform".to_owned(), platform.name().to_owned());
+                metadata.insert(
+                    "store_transaction_id".to_owned(),
+                    purchase.store_transaction_id.clone(),
+                );
+                metadata.insert("product_id".to_owned(), purchase.product_id.clone());
+                metadata.insert("quantity".to_owned(), purchase.quantity.to_string());
+                metadata.insert("environment".to_owned(), purchase.environment.clone());
+                metadata.insert(
+                    "purchased_at_unix_ms".to_owned(),
+                    purchase.purchased_at_unix_ms.to_string(),
+                );
+                if let Some(price) = purchase.price_minor_units {
+                    metadata.insert("price_minor_units".to_owned(), price.to_string());
+                }
+                if let Some(currency) = &purchase.currency_code {
+                    metadata.insert("price_currency".to_owned(), currency.clone());
+                }
+                Ok(TransactionKind::StoreRedemption {
+                    platform,
+                    store_transaction_id: purchase.store_transaction_id.clone(),
+                    product_id: purchase.product_id.clone(),
+                })
+            }
+            Operation::RefundStoreTransaction {
+                platform,
+                store_transaction_id,
+                kind,
+                policy,
+            } => {
+                let not_found = || {
+                    Rejection::new(
+                        RejectionCode::StoreTransactionNotFound,
+                        format!(
+                            "{platform} store transaction {store_transaction_id:?} was never redeemed"
+                        ),
+                    )
+                };
+                let key = IdempotencyKey::store(*platform, store_transaction_id);
+                let Some(Some(StoredOutcome { result: Ok(id), .. })) = self.idempotency.get(&key)
+                else {
+                    return Err(not_found());
+                };
+                let Some(Some(record)) = self.transactions.get(id) else {
+                    return Err(not_found());
+                };
+                if let Some(by) = record.reversed_by {
+                    return Err(Rejection::new(
+                        RejectionCode::AlreadyReversed,
+                        format!(
+                            "the redemption of {platform} store transaction {store_transaction_id:?} (transaction {id}) was reversed by transaction {by}"
+                        ),
+                    ));
+                }
+                let original = &record.transaction;
+                debug_assert!(matches!(
+                    original.kind,
+                    TransactionKind::StoreRedemption { .. }
+                ));
+                let store = AccountId::system(SystemAccount::Store(*platform));
+                // Currencies: back to the store account, in full under both policies; only
+                // claw-back lets the balance end below zero (checked in `check_bounds`).
+                for posting in &original.postings {
+                    if posting.account.is_system() {
+                        continue;
+                    }
+                    draft.post(
+                        &posting.account,
+                        &posting.currency,
+                        -posting.amount_minor_units,
+                    )?;
+                    draft.post(&store, &posting.currency, posting.amount_minor_units)?;
+                }
+                for movement in &original.item_movements {
+                    if movement.account.is_system() || movement.quantity_delta <= 0 {
+                        continue;
+                    }
+                    let held = draft.account(&movement.account).holding(&movement.item);
+                    let take = match policy {
+                        // Items cannot be owed: take back what is still held.
+                        RefundPolicy::ClawBack => {
+                            movement.quantity_delta.min(quantity_i64(held.quantity))
+                        }
+                        RefundPolicy::ReverseIfPossible => movement.quantity_delta,
+                    };
+                    if take > 0 {
+                        let level = Some(held.level).filter(|l| *l > 0);
+                        draft.move_item(&movement.account, &movement.item, -take, level)?;
+                    }
+                }
+                draft.negative_allowed = *policy == RefundPolicy::ClawBack;
+                let metadata = &mut draft.metadata;
+                metadata.insert("platform".to_owned(), platform.name().to_owned());
+                metadata.insert(
+                    "store_transaction_id".to_owned(),
+                    store_transaction_id.clone(),
+                );
+                metadata.insert("refund_kind".to_owned(), kind.name().to_owned());
+                metadata.insert("refund_policy".to_owned(), policy.name().to_owned());
+                Ok(TransactionKind::StoreRefund {
+                    platform: *platform,
+                    store_transaction_id: store_transaction_id.clone(),
+                    reverses: *id,
+                    policy: *policy,
+                })
+            }
             Operation::Reverse { transaction_id } => {
                 let record = match self.transactions.get(transaction_id) {
                     Some(Some(record)) => record,
@@ -590,10 +803,15 @@ impl Working<'_> {
                     ));
                 }
                 let original = &record.transaction;
-                if let TransactionKind::Reversal { .. } = original.kind {
+                if let TransactionKind::Reversal { .. } | TransactionKind::StoreRefund { .. } =
+                    original.kind
+                {
                     return Err(Rejection::new(
                         RejectionCode::NotReversible,
-                        format!("transaction {transaction_id} is a reversal; reversals are final"),
+                        format!(
+                            "transaction {transaction_id} is a {}; reversals and store refunds are final",
+                            original.kind.name()
+                        ),
                     ));
                 }
                 for posting in &original.postings {
@@ -647,6 +865,32 @@ fn unknown_item(item_id: &str) -> Rejection {
     )
 }
 
+/// `contents` times `quantity` units, refused when an amount leaves the representable range.
+fn multiply(contents: &Contents, quantity: u32) -> Result<Contents, Rejection> {
+    let overflow = || {
+        Rejection::new(
+            RejectionCode::AmountOverflow,
+            format!("{quantity} units of the product grant more than can be represented"),
+        )
+    };
+    let mut result = Contents::default();
+    for (currency, amount) in &contents.currencies {
+        let total = amount
+            .checked_mul(i64::from(quantity))
+            .filter(|t| *t <= AMOUNT_MINOR_UNITS_MAX)
+            .ok_or_else(overflow)?;
+        result.currencies.insert(currency.clone(), total);
+    }
+    for (item, count) in &contents.items {
+        let total = count
+            .checked_mul(u64::from(quantity))
+            .filter(|t| *t <= ITEM_QUANTITY_MAX)
+            .ok_or_else(overflow)?;
+        result.items.insert(item.clone(), total);
+    }
+    Ok(result)
+}
+
 fn quantity_i64(quantity: u64) -> i64 {
     // Quantities are bounded by ITEM_QUANTITY_MAX at the edge; saturate rather than wrap if not.
     i64::try_from(quantity).unwrap_or(i64::MAX)
@@ -685,6 +929,10 @@ struct Draft<'w> {
     opening_postings: Vec<Vec<Posting>>,
     postings: Vec<Posting>,
     item_movements: Vec<ItemMovement>,
+    /// Context the operation adds to the transaction's metadata (store ids, prices).
+    metadata: BTreeMap<String, String>,
+    /// Set only by a claw-back refund: player balances may end below zero.
+    negative_allowed: bool,
 }
 
 impl<'w> Draft<'w> {
@@ -697,6 +945,8 @@ impl<'w> Draft<'w> {
             opening_postings: Vec::new(),
             postings: Vec::new(),
             item_movements: Vec::new(),
+            metadata: BTreeMap::new(),
+            negative_allowed: false,
         }
     }
 
@@ -882,7 +1132,14 @@ impl<'w> Draft<'w> {
                 continue;
             }
             let balance = self.touched[account].balance(currency);
-            if balance < 0 {
+            // A balance below zero is a claw-back's debt. Other commands may leave it as it is
+            // or raise it, never lower it (nor take a non-negative balance below zero): the
+            // verifier checks the same rule over the ledger.
+            let before = match self.base.get(account) {
+                Some(Some(state)) => state.balance(currency),
+                _ => 0,
+            };
+            if balance < 0 && balance < before && !self.negative_allowed {
                 return Err(Rejection::new(
                     RejectionCode::InsufficientFunds,
                     format!(

@@ -1,13 +1,20 @@
 //! The ledger verifier: replays every transaction and compares the result with the stored
 //! accounts. Storage feeds it transactions in id order and then every account, so it works in
 //! one pass over a database of any size (memory grows with the number of accounts).
+//!
+//! Player balances stay within `0..=cap`, with one exception: a store refund under the
+//! claw-back policy takes back what the purchase granted even if it was spent, leaving a debt
+//! (a negative balance). The replay checks that every transaction that lowers a player balance
+//! below zero is such a claw-back, and an account may hold a negative balance only in a
+//! currency a claw-back took below zero.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::account::{AccountState, ItemHolding};
 use crate::catalog::Catalog;
+use crate::command::RefundPolicy;
 use crate::ids::AccountId;
-use crate::ledger::Transaction;
+use crate::ledger::{Transaction, TransactionKind};
 
 /// The most violations a report lists; the count is exact beyond it.
 pub const VIOLATIONS_LISTED_MAX: usize = 100;
@@ -34,6 +41,9 @@ impl VerifyReport {
 #[derive(Default)]
 struct Replayed {
     balances: BTreeMap<String, i128>,
+    /// Currencies a claw-back refund left below zero: the only way a player balance may be
+    /// negative.
+    clawed_back: BTreeSet<String>,
     items: BTreeMap<String, ItemHolding>,
     version: u64,
 }
@@ -83,12 +93,47 @@ impl<'c> Verifier<'c> {
                 ));
             }
         }
+        let claw_back = matches!(
+            transaction.kind,
+            TransactionKind::StoreRefund {
+                policy: RefundPolicy::ClawBack,
+                ..
+            }
+        );
+        let mut net: BTreeMap<(&AccountId, &str), i128> = BTreeMap::new();
         for posting in &transaction.postings {
             let account = self.replayed.entry(posting.account.clone()).or_default();
             *account
                 .balances
                 .entry(posting.currency.clone())
                 .or_default() += i128::from(posting.amount_minor_units);
+            *net.entry((&posting.account, posting.currency.as_str()))
+                .or_default() += i128::from(posting.amount_minor_units);
+        }
+        // Only a claw-back may lower a player balance below zero; any other transaction that
+        // lowers one must leave it at zero or above (the core's rule in `check_bounds`).
+        let mut balance_errors = Vec::new();
+        for ((account_id, currency), amount) in net {
+            if account_id.is_system() || amount >= 0 {
+                continue;
+            }
+            let account = self.replayed.entry(account_id.clone()).or_default();
+            let balance = account.balances.get(currency).copied().unwrap_or(0);
+            if balance >= 0 {
+                continue;
+            }
+            if claw_back {
+                account.clawed_back.insert(currency.to_owned());
+            } else {
+                balance_errors.push(format!(
+                    "transaction {} ({}) leaves {account_id} with {balance} {currency}; only a claw-back may",
+                    transaction.id,
+                    transaction.kind.name()
+                ));
+            }
+        }
+        for error in balance_errors {
+            self.violation(error);
         }
         let mut movement_errors = Vec::new();
         for movement in &transaction.item_movements {
@@ -143,7 +188,8 @@ impl<'c> Verifier<'c> {
                 .or_default() += i128::from(*balance);
             if !id.is_system() {
                 let cap = self.catalog.balance_cap(currency);
-                if *balance < 0 || *balance > cap {
+                let debt = *balance < 0 && replayed.clawed_back.contains(currency);
+                if (*balance < 0 && !debt) || *balance > cap {
                     errors.push(format!(
                         "{id} holds {balance} {currency}, outside 0..={cap}"
                     ));

@@ -42,6 +42,13 @@ currencies = { gems = 3 }
 [rewards.coin]
 currencies = { coins = 5 }
 rate_limit = { count = 3, window_seconds = 10 }
+[store_products.sandbox.coins_40]
+currencies = { coins = 40 }
+[store_products.sandbox.pack]
+bundle = "pack"
+[store_products.apple.gems]
+currencies = { gems = 4 }
+items = { sword = 1 }
 "#;
 
 const PLAYERS: [&str; 3] = ["p0", "p1", "p2"];
@@ -124,6 +131,27 @@ fn catalog() -> Catalog {
     Catalog::from_toml(CATALOG).unwrap()
 }
 
+fn platform() -> impl Strategy<Value = StorePlatform> {
+    prop::sample::select(vec![StorePlatform::Sandbox, StorePlatform::Apple])
+}
+
+/// True when a claw-back refund took `currency` from `account`: the one way a player balance
+/// may be below zero.
+fn clawed_back(memory: &Memory, account: &AccountId, currency: &str) -> bool {
+    memory.transactions.values().any(|t| {
+        matches!(
+            t.kind,
+            TransactionKind::StoreRefund {
+                policy: RefundPolicy::ClawBack,
+                ..
+            }
+        ) && t
+            .postings
+            .iter()
+            .any(|p| &p.account == account && p.currency == currency && p.amount_minor_units < 0)
+    })
+}
+
 fn player() -> impl Strategy<Value = String> {
     prop::sample::select(&PLAYERS[..]).prop_map(str::to_owned)
 }
@@ -178,6 +206,27 @@ fn operation() -> impl Strategy<Value = Operation> {
         2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Grant { player_id, contents }),
         2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Revoke { player_id, contents }),
         2 => (1u64..40).prop_map(|transaction_id| Operation::Reverse { transaction_id }),
+        3 => (player(), platform(), 0u8..6, prop::sample::select(vec!["coins_40", "pack", "gems", "nope"]), 1u32..3)
+            .prop_map(|(player_id, platform, transaction, product, quantity)| Operation::RedeemReceipt {
+                player_id,
+                purchase: StorePurchase {
+                    platform,
+                    store_transaction_id: format!("t{transaction}"),
+                    product_id: product.to_owned(),
+                    quantity,
+                    price_minor_units: Some(199),
+                    currency_code: Some("USD".to_owned()),
+                    environment: "sandbox".to_owned(),
+                    purchased_at_unix_ms: 1,
+                },
+            }),
+        2 => (platform(), 0u8..6, prop::bool::ANY, prop::bool::weighted(0.7))
+            .prop_map(|(platform, transaction, revoke, claw_back)| Operation::RefundStoreTransaction {
+                platform,
+                store_transaction_id: format!("t{transaction}"),
+                kind: if revoke { StoreRefundKind::Revoke } else { StoreRefundKind::Refund },
+                policy: if claw_back { RefundPolicy::ClawBack } else { RefundPolicy::ReverseIfPossible },
+            }),
         1 => prop::collection::vec(
                 prop_oneof![
                     (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Grant { player_id, contents }),
@@ -243,9 +292,10 @@ proptest! {
             }
             let report = memory.verify(&catalog);
             prop_assert!(report.is_clean(), "{:?}", report.violations);
-            for state in memory.accounts.iter().filter(|(id, _)| !id.is_system()).map(|(_, s)| s) {
+            for (id, state) in memory.accounts.iter().filter(|(id, _)| !id.is_system()) {
                 for (currency, balance) in &state.balances {
-                    prop_assert!(*balance >= 0 && *balance <= catalog.balance_cap(currency));
+                    prop_assert!(*balance <= catalog.balance_cap(currency));
+                    prop_assert!(*balance >= 0 || clawed_back(&memory, id, currency), "{id} holds {balance} {currency}");
                 }
                 for (item, holding) in &state.items {
                     prop_assert!(holding.quantity >= 1 && holding.quantity <= catalog.items[item].quantity_max());
@@ -382,10 +432,326 @@ fn generated_schedules_mostly_do_something() {
         "revoke",
         "execute",
         "reversal",
+        "store_redemption",
+        "store_refund",
     ] {
         assert!(
             replayed_kinds.contains(kind),
             "no {kind} transaction was generated: {replayed_kinds:?}"
         );
     }
+}
+
+fn redeem(player_id: &str, platform: StorePlatform, transaction: &str, product: &str) -> Command {
+    Command {
+        idempotency_key: IdempotencyKey::player(player_id, "client-key"),
+        operation: Operation::RedeemReceipt {
+            player_id: player_id.to_owned(),
+            purchase: StorePurchase {
+                platform,
+                store_transaction_id: transaction.to_owned(),
+                product_id: product.to_owned(),
+                quantity: 1,
+                price_minor_units: Some(499),
+                currency_code: Some("EUR".to_owned()),
+                environment: "sandbox".to_owned(),
+                purchased_at_unix_ms: 7,
+            },
+        },
+        caller: "test".into(),
+        reason: String::new(),
+    }
+}
+
+fn refund(platform: StorePlatform, transaction: &str, policy: RefundPolicy) -> Command {
+    Command {
+        idempotency_key: IdempotencyKey::admin("notification"),
+        operation: Operation::RefundStoreTransaction {
+            platform,
+            store_transaction_id: transaction.to_owned(),
+            kind: StoreRefundKind::Refund,
+            policy,
+        },
+        caller: "test".into(),
+        reason: String::new(),
+    }
+}
+
+fn spend_coins(player_id: &str, key: &str, coins: i64) -> Command {
+    Command {
+        idempotency_key: IdempotencyKey::player(player_id, key),
+        operation: Operation::Revoke {
+            player_id: player_id.to_owned(),
+            contents: Contents {
+                currencies: [("coins".to_owned(), coins)].into(),
+                items: BTreeMap::new(),
+            },
+        },
+        caller: "test".into(),
+        reason: String::new(),
+    }
+}
+
+fn balance(memory: &Memory, player_id: &str, currency: &str) -> i64 {
+    memory.accounts[&AccountId::player(player_id)].balance(currency)
+}
+
+#[test]
+fn a_store_transaction_is_redeemed_once_across_all_players() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    let first = memory
+        .run(
+            &[redeem("p0", StorePlatform::Sandbox, "t1", "coins_40")],
+            &catalog,
+            1,
+        )
+        .remove(0)
+        .unwrap();
+    assert_eq!(
+        first.kind,
+        TransactionKind::StoreRedemption {
+            platform: StorePlatform::Sandbox,
+            store_transaction_id: "t1".into(),
+            product_id: "coins_40".into()
+        }
+    );
+    assert_eq!(first.metadata["price_minor_units"], "499");
+    assert_eq!(first.metadata["price_currency"], "EUR");
+    assert!(
+        first
+            .postings
+            .iter()
+            .any(|p| p.account.as_str() == "system:store:sandbox" && p.amount_minor_units == -40)
+    );
+    assert_eq!(balance(&memory, "p0", "coins"), 90);
+
+    // The same player, even with another client key, gets the original transaction back.
+    let mut again = redeem("p0", StorePlatform::Sandbox, "t1", "coins_40");
+    again.idempotency_key = IdempotencyKey::player("p0", "another-key");
+    let before = memory.clone();
+    assert_eq!(memory.run(&[again], &catalog, 2).remove(0).unwrap(), first);
+    assert_eq!(memory, before);
+
+    // Another player is refused and nothing changes.
+    let stolen = memory
+        .run(
+            &[redeem("p1", StorePlatform::Sandbox, "t1", "coins_40")],
+            &catalog,
+            3,
+        )
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(stolen.code, RejectionCode::ReceiptAlreadyRedeemed);
+    assert_eq!(memory, before);
+
+    // The same id in another store is another purchase.
+    memory
+        .run(
+            &[redeem("p1", StorePlatform::Apple, "t1", "gems")],
+            &catalog,
+            4,
+        )
+        .remove(0)
+        .unwrap();
+    assert!(memory.verify(&catalog).is_clean());
+}
+
+#[test]
+fn an_unknown_product_is_refused_and_redeemable_once_the_catalog_has_it() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    let command = redeem("p0", StorePlatform::Sandbox, "t1", "gems");
+    let rejection = memory
+        .run(std::slice::from_ref(&command), &catalog, 1)
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(rejection.code, RejectionCode::UnknownProduct);
+    assert!(memory.transactions.is_empty() && memory.idempotency.is_empty());
+    let fixed = Catalog::from_toml(&format!(
+        "{CATALOG}\n[store_products.sandbox.gems]\ncurrencies = {{ gems = 1 }}\n"
+    ))
+    .unwrap();
+    memory.run(&[command], &fixed, 2).remove(0).unwrap();
+    assert_eq!(balance(&memory, "p0", "gems"), 3);
+}
+
+#[test]
+fn a_claw_back_takes_spent_currency_below_zero_once_and_the_verifier_accepts_it() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    memory
+        .run(
+            &[redeem("p0", StorePlatform::Sandbox, "t1", "coins_40")],
+            &catalog,
+            1,
+        )
+        .remove(0)
+        .unwrap();
+    memory
+        .run(&[spend_coins("p0", "spend", 80)], &catalog, 2)
+        .remove(0)
+        .unwrap();
+    assert_eq!(balance(&memory, "p0", "coins"), 10);
+
+    // Reverse-if-possible refuses: the player spent the coins.
+    let refused = memory
+        .run(
+            &[refund(
+                StorePlatform::Sandbox,
+                "t1",
+                RefundPolicy::ReverseIfPossible,
+            )],
+            &catalog,
+            3,
+        )
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(refused.code, RejectionCode::InsufficientFunds);
+
+    let clawed = memory
+        .run(
+            &[refund(StorePlatform::Sandbox, "t1", RefundPolicy::ClawBack)],
+            &catalog,
+            4,
+        )
+        .remove(0)
+        .unwrap();
+    assert_eq!(balance(&memory, "p0", "coins"), -30);
+    assert_eq!(clawed.metadata["refund_policy"], "claw_back");
+    let report = memory.verify(&catalog);
+    assert!(report.is_clean(), "{:?}", report.violations);
+
+    // A second notice (whatever the policy) returns the first refund and changes nothing.
+    let before = memory.clone();
+    for policy in [RefundPolicy::ClawBack, RefundPolicy::ReverseIfPossible] {
+        let again = memory
+            .run(&[refund(StorePlatform::Sandbox, "t1", policy)], &catalog, 5)
+            .remove(0)
+            .unwrap();
+        assert_eq!(again, clawed);
+    }
+    assert_eq!(memory, before);
+
+    // The debt blocks spending, and credits pay it off first.
+    let spend = memory
+        .run(&[spend_coins("p0", "spend-2", 1)], &catalog, 6)
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(spend.code, RejectionCode::InsufficientFunds);
+    memory
+        .run(
+            &[redeem("p0", StorePlatform::Sandbox, "t2", "coins_40")],
+            &catalog,
+            7,
+        )
+        .remove(0)
+        .unwrap();
+    assert_eq!(balance(&memory, "p0", "coins"), 10);
+    // An admin cannot reverse the refund (which would grant the coins back).
+    let reverse = Command {
+        idempotency_key: IdempotencyKey::admin("undo-refund"),
+        operation: Operation::Reverse {
+            transaction_id: clawed.id,
+        },
+        caller: "test".into(),
+        reason: String::new(),
+    };
+    assert_eq!(
+        memory
+            .run(&[reverse], &catalog, 8)
+            .remove(0)
+            .unwrap_err()
+            .code,
+        RejectionCode::NotReversible
+    );
+    assert!(memory.verify(&catalog).is_clean());
+}
+
+#[test]
+fn a_refund_takes_back_held_items_and_refunds_of_unknown_transactions_change_nothing() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    let unknown = memory
+        .run(
+            &[refund(StorePlatform::Apple, "t9", RefundPolicy::ClawBack)],
+            &catalog,
+            1,
+        )
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(unknown.code, RejectionCode::StoreTransactionNotFound);
+    assert!(memory.transactions.is_empty() && memory.idempotency.is_empty());
+
+    memory
+        .run(
+            &[redeem("p0", StorePlatform::Apple, "t9", "gems")],
+            &catalog,
+            2,
+        )
+        .remove(0)
+        .unwrap();
+    assert_eq!(
+        memory.accounts[&AccountId::player("p0")]
+            .holding("sword")
+            .quantity,
+        1
+    );
+    memory
+        .run(
+            &[refund(
+                StorePlatform::Apple,
+                "t9",
+                RefundPolicy::ReverseIfPossible,
+            )],
+            &catalog,
+            3,
+        )
+        .remove(0)
+        .unwrap();
+    let state = &memory.accounts[&AccountId::player("p0")];
+    assert_eq!(
+        (state.holding("sword").quantity, state.balance("gems")),
+        (0, 2)
+    );
+    assert!(memory.verify(&catalog).is_clean());
+}
+
+#[test]
+fn verifier_catches_a_negative_balance_that_no_claw_back_explains() {
+    let catalog = catalog();
+    let mut memory = Memory::default();
+    memory
+        .run(&[spend_coins("p0", "spend", 50)], &catalog, 1)
+        .remove(0)
+        .unwrap();
+    // Tamper: make the revocation take 60 coins, leaving -10 without a claw-back.
+    let transaction = memory.transactions.values_mut().last().unwrap();
+    for posting in &mut transaction.postings {
+        posting.amount_minor_units = posting.amount_minor_units.signum() * 60;
+    }
+    for (id, state) in memory.accounts.iter_mut() {
+        if id.as_str() == "p0" {
+            state.balances.insert("coins".into(), -10);
+        } else if id.as_str() == "system:grants" {
+            state.balances.insert("coins".into(), 10);
+        }
+    }
+    let report = memory.verify(&catalog);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("only a claw-back may")),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("outside 0..=500")),
+        "{:?}",
+        report.violations
+    );
 }

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
-use coffer_core::{Catalog, Command, IdempotencyKey, Operation, Transaction};
+use coffer_core::{Catalog, Command, IdempotencyKey, Operation, StoreRefundKind, Transaction};
 use coffer_proto::v1 as pb;
+use coffer_receipts::{
+    Platform, ReceiptError, RefundKind, SandboxPurchase, SandboxRefund, VerifiedNotification,
+};
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
@@ -11,6 +14,8 @@ use crate::auth::caller_of;
 use crate::auth::tokens::{TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX};
 use crate::convert::{self, Checker};
 use crate::error::{ApiError, BadField};
+use crate::receipts::core_platform;
+use crate::wallet::now_unix_ms;
 use crate::writer::WriteError;
 
 /// The admin service.
@@ -205,6 +210,107 @@ impl pb::admin_service_server::AdminService for AdminApi {
         }))
     }
 
+    async fn process_store_notification(
+        &self,
+        request: Request<pb::ProcessStoreNotificationRequest>,
+    ) -> Result<Response<pb::ProcessStoreNotificationResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let platform = check.platform("platform", r.platform);
+        check.payload("payload", &r.payload);
+        check.finish(())?;
+        let caller = caller_of(&request)?;
+        let notification = self
+            .app
+            .receipts
+            .verifier
+            .verify_notification(platform, &r.payload, now_unix_ms())
+            .map_err(ApiError::Receipt)?;
+        let refund = match notification {
+            VerifiedNotification::Refund(refund) => refund,
+            VerifiedNotification::Ignored { notification_type } => {
+                return Ok(Response::new(pb::ProcessStoreNotificationResponse {
+                    transaction: None,
+                    ignored_notification_type: notification_type,
+                }));
+            }
+        };
+        let kind = match refund.kind {
+            RefundKind::Refund => StoreRefundKind::Refund,
+            RefundKind::Revoke => StoreRefundKind::Revoke,
+        };
+        let platform = core_platform(refund.platform);
+        let command = Command {
+            // Replaced by the store transaction's refund key in the core: one refund per purchase.
+            idempotency_key: IdempotencyKey::admin(&refund.store_transaction_id),
+            operation: Operation::RefundStoreTransaction {
+                platform,
+                store_transaction_id: refund.store_transaction_id,
+                kind,
+                policy: self.app.receipts.refund_policy,
+            },
+            caller: caller.label(),
+            reason: format!("{platform} store {} notification", kind.name()),
+        };
+        let transaction = self.app.execute(command).await?;
+        Ok(Response::new(pb::ProcessStoreNotificationResponse {
+            transaction: Some(convert::transaction(&transaction)),
+            ignored_notification_type: String::new(),
+        }))
+    }
+
+    async fn issue_sandbox_receipt(
+        &self,
+        request: Request<pb::IssueSandboxReceiptRequest>,
+    ) -> Result<Response<pb::IssueSandboxReceiptResponse>, Status> {
+        let r = request.get_ref();
+        caller_of(&request)?;
+        let issuer = self
+            .app
+            .receipts
+            .sandbox_issuer
+            .as_ref()
+            .ok_or(ApiError::Receipt(ReceiptError::PlatformNotConfigured {
+                platform: Platform::Sandbox,
+            }))?;
+        let issued_at_unix_ms = now_unix_ms();
+        let mut check = Checker::default();
+        let (issued, transaction_id) = if !r.refund_transaction_id.is_empty() {
+            check.finish(())?;
+            let refund = SandboxRefund {
+                transaction_id: r.refund_transaction_id.clone(),
+                kind: RefundKind::Refund,
+                issued_at_unix_ms,
+            };
+            (
+                issuer.issue_refund(&refund),
+                r.refund_transaction_id.clone(),
+            )
+        } else {
+            let player_id = check.id("player_id", &r.player_id);
+            let product_id = check.id("product_id", &r.product_id);
+            check.finish(())?;
+            let transaction_id = new_sandbox_transaction_id()?;
+            let purchase = SandboxPurchase {
+                transaction_id: transaction_id.clone(),
+                product_id,
+                player_id,
+                quantity: r.quantity.max(1),
+                issued_at_unix_ms,
+                price_minor_units: None,
+                currency_code: None,
+            };
+            (issuer.issue(&purchase), transaction_id)
+        };
+        let payload = issued.map_err(|e| {
+            ApiError::InvalidArgument(vec![BadField::new("request", e.to_string())])
+        })?;
+        Ok(Response::new(pb::IssueSandboxReceiptResponse {
+            payload,
+            store_transaction_id: transaction_id,
+        }))
+    }
+
     async fn issue_player_token(
         &self,
         request: Request<pb::IssuePlayerTokenRequest>,
@@ -232,4 +338,12 @@ impl pb::admin_service_server::AdminService for AdminApi {
             expires_at_unix_seconds,
         }))
     }
+}
+
+/// A fresh sandbox store transaction id: `sbx_` and 16 random bytes in hex.
+fn new_sandbox_transaction_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a sandbox id: {e}")))?;
+    Ok(format!("sbx_{}", hex::encode(bytes)))
 }

@@ -20,6 +20,8 @@ pub struct App {
     pub events: Arc<Events>,
     pub gatekeeper: Arc<Gatekeeper>,
     pub limits: Limits,
+    /// Receipt verification, the sandbox issuer and the refund policy.
+    pub receipts: Arc<crate::receipts::Receipts>,
     pub streams: Arc<StreamCounter>,
     /// Turns true when the server shuts down: open streams end so the shutdown can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,

@@ -9,8 +9,8 @@ use coffer_core::limits::{
     ITEM_QUANTITY_MAX, REASON_LEN_MAX,
 };
 use coffer_core::{
-    AccountState, Amounts, Catalog, Contents, ExecuteStep, ItemKind, Transaction, TransactionKind,
-    check_id,
+    AccountState, Amounts, Catalog, Contents, ExecuteStep, ItemKind, StorePlatform, Transaction,
+    TransactionKind, check_id,
 };
 use coffer_proto::v1 as pb;
 
@@ -52,6 +52,41 @@ impl Checker {
             );
         }
         value.to_owned()
+    }
+
+    /// A store platform enum value; `UNSPECIFIED` and unknown numbers are refused.
+    pub fn platform(&mut self, field: &str, value: i32) -> coffer_receipts::Platform {
+        use coffer_receipts::Platform;
+        match pb::StorePlatform::try_from(value) {
+            Ok(pb::StorePlatform::Apple) => Platform::Apple,
+            Ok(pb::StorePlatform::Google) => Platform::Google,
+            Ok(pb::StorePlatform::Sandbox) => Platform::Sandbox,
+            Ok(pb::StorePlatform::Unspecified) | Err(_) => {
+                self.bad(
+                    field,
+                    "must be STORE_PLATFORM_APPLE, STORE_PLATFORM_GOOGLE or STORE_PLATFORM_SANDBOX",
+                );
+                Platform::Sandbox
+            }
+        }
+    }
+
+    /// A store payload: present and at most [`coffer_receipts::PAYLOAD_BYTES_MAX`] bytes.
+    pub fn payload(&mut self, field: &str, value: &str) {
+        if value.is_empty() {
+            self.bad(
+                field,
+                "must not be empty: send the receipt or notification the store gave you",
+            );
+        } else if value.len() > coffer_receipts::PAYLOAD_BYTES_MAX {
+            self.bad(
+                field,
+                format!(
+                    "must be at most {} bytes",
+                    coffer_receipts::PAYLOAD_BYTES_MAX
+                ),
+            );
+        }
     }
 
     /// Free text for the transaction's metadata.
@@ -305,6 +340,18 @@ pub fn catalog(catalog: &Catalog) -> pb::Catalog {
                 rate_limit_window_seconds: (r.rate_limit_window_ms / 1000) as u32,
             })
             .collect(),
+        store_products: catalog
+            .store_products
+            .values()
+            .flat_map(|products| products.values())
+            .map(|p| pb::StoreProduct {
+                platform: store_platform(p.platform).into(),
+                product_id: p.product_id.clone(),
+                name: p.name.clone(),
+                grants: Some(contents(&p.grants)),
+                bundle_id: p.bundle.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -359,6 +406,15 @@ pub fn wallet(player_id: &str, state: Option<&AccountState>, catalog: &Catalog) 
     }
 }
 
+/// A store platform on the wire.
+pub fn store_platform(platform: StorePlatform) -> pb::StorePlatform {
+    match platform {
+        StorePlatform::Apple => pb::StorePlatform::Apple,
+        StorePlatform::Google => pb::StorePlatform::Google,
+        StorePlatform::Sandbox => pb::StorePlatform::Sandbox,
+    }
+}
+
 /// A ledger transaction on the wire.
 pub fn transaction(transaction: &Transaction) -> pb::Transaction {
     let (kind, catalog_entry_id, level, reverses) = match &transaction.kind {
@@ -381,6 +437,18 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
         TransactionKind::Reversal { reverses } => {
             (pb::TransactionKind::Reversal, String::new(), 0, *reverses)
         }
+        TransactionKind::StoreRedemption { product_id, .. } => (
+            pb::TransactionKind::StoreRedemption,
+            product_id.clone(),
+            0,
+            0,
+        ),
+        TransactionKind::StoreRefund { reverses, .. } => (
+            pb::TransactionKind::StoreRefund,
+            String::new(),
+            0,
+            *reverses,
+        ),
     };
     pb::Transaction {
         id: transaction.id,

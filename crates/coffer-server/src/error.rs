@@ -63,6 +63,9 @@ pub enum ApiError {
     /// The ledger refused the command (the refusal is stored for idempotent retries).
     #[error("{}", .0.message)]
     Rejected(Rejection),
+    /// A store receipt or notification did not verify; nothing was attempted.
+    #[error("{0}")]
+    Receipt(coffer_receipts::ReceiptError),
     /// A looked-up entity does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -97,14 +100,32 @@ fn describe(fields: &[BadField]) -> String {
     parts.join("; ")
 }
 
+/// The gRPC code of a receipt that did not verify: FAILED_PRECONDITION when the server or the
+/// purchase is not in a state to redeem it (store not configured, purchase pending, refunded),
+/// INVALID_ARGUMENT when the payload itself is wrong (format, signature, chain, app,
+/// environment). Never UNAUTHENTICATED: the caller's credentials are fine.
+pub fn receipt_code(error: &coffer_receipts::ReceiptError) -> Code {
+    use coffer_receipts::ReceiptError as E;
+    match error {
+        E::PlatformNotConfigured { .. } | E::NotPurchased { .. } | E::Revoked { .. } => {
+            Code::FailedPrecondition
+        }
+        _ => Code::InvalidArgument,
+    }
+}
+
 /// The gRPC code of each rejection. Exhaustive, so a new rejection cannot go unmapped.
 pub fn rejection_code(code: RejectionCode) -> Code {
     match code {
-        RejectionCode::IdempotencyKeyReused => Code::AlreadyExists,
+        RejectionCode::IdempotencyKeyReused | RejectionCode::ReceiptAlreadyRedeemed => {
+            Code::AlreadyExists
+        }
         RejectionCode::UnknownOffer
         | RejectionCode::UnknownItem
         | RejectionCode::UnknownCurrency
         | RejectionCode::UnknownReward
+        | RejectionCode::UnknownProduct
+        | RejectionCode::StoreTransactionNotFound
         | RejectionCode::TransactionNotFound => Code::NotFound,
         RejectionCode::RateLimited => Code::ResourceExhausted,
         RejectionCode::AmountOverflow => Code::OutOfRange,
@@ -168,6 +189,11 @@ fn status_of(error: ApiError) -> Status {
             }
             let message = format!("{}: {}", rejection.code.name(), rejection.message);
             Status::with_error_details(rejection_code(rejection.code), message, details)
+        }
+        ApiError::Receipt(error) => {
+            let details = ErrorDetails::with_error_info(error.code(), ERROR_DOMAIN, HashMap::new());
+            let message = format!("{}: {error}", error.code());
+            Status::with_error_details(receipt_code(&error), message, details)
         }
         ApiError::NotFound(message) => Status::not_found(message),
         ApiError::Unauthenticated(message) => Status::unauthenticated(message),

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 mod events;
+pub mod receipts;
 pub mod settings;
 mod wallet;
 mod writer;
@@ -33,6 +34,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use auth::rate::Limits;
 pub use auth::{Caller, Role};
 pub use events::SUBSCRIBER_BUFFER_LEN;
+pub use receipts::{ReceiptSettings, SandboxStore};
 pub use settings::{Security, TlsFiles};
 pub use wallet::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 pub use writer::WRITER_QUEUE_LEN;
@@ -66,6 +68,8 @@ pub struct Config {
     pub limits: Limits,
     /// Serve TLS with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Which real-money stores receipts are accepted from, and the refund policy.
+    pub receipts: ReceiptSettings,
 }
 
 impl Config {
@@ -79,6 +83,10 @@ impl Config {
             security: Security::Development,
             limits: Limits::default(),
             tls: None,
+            receipts: ReceiptSettings {
+                sandbox: SandboxStore::GeneratedInDataDir,
+                ..ReceiptSettings::default()
+            },
         }
     }
 }
@@ -116,6 +124,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be read.
     #[error("tls: {0}")]
     Tls(String),
+    /// The receipt verification settings are unusable (bad certificate, key or file).
+    #[error("{0}")]
+    Receipts(String),
     /// Building the reflection service failed.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -228,6 +239,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     .await
     .expect("opening storage panicked")?;
     let catalog = Arc::new(RwLock::new(catalog));
+    let receipts = Arc::new(
+        receipts::Receipts::new(&config.receipts, &config.data_dir)
+            .map_err(ServerError::Receipts)?,
+    );
 
     let listener = TcpListener::bind(config.listen_addr)
         .await
@@ -304,6 +319,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         events,
         gatekeeper: Arc::clone(&gatekeeper),
         limits: config.limits.clone(),
+        receipts,
         streams: Arc::default(),
         stopping,
     });

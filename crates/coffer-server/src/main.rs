@@ -1,5 +1,5 @@
-//! `coffer`: runs the Coffer wallet server, and creates API keys and token secrets for its
-//! configuration.
+//! `coffer`: runs the Coffer wallet server, creates API keys and token secrets for its
+//! configuration, and issues sandbox store receipts for development.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +73,31 @@ enum Command {
         /// File to write.
         #[arg(long)]
         output: PathBuf,
+    },
+    /// Prints a signed sandbox store receipt (development only) to redeem with
+    /// WalletService.RedeemReceipt and platform STORE_PLATFORM_SANDBOX, or with --refund a
+    /// sandbox refund notice for AdminService.ProcessStoreNotification. Signs with the key a
+    /// development server keeps in its data directory, or with --config's
+    /// [receipts.sandbox] secret_key_base64url.
+    SandboxReceipt {
+        /// Data directory of the development server [default: ./coffer-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file whose [receipts.sandbox] secret key signs instead.
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The player the receipt is for.
+        #[arg(long, required_unless_present = "refund")]
+        player: Option<String>,
+        /// A product id of the catalog's [store_products.sandbox] section.
+        #[arg(long, required_unless_present = "refund")]
+        product: Option<String>,
+        /// Units bought.
+        #[arg(long, default_value_t = 1)]
+        quantity: u32,
+        /// Print a refund notice for this sandbox transaction id instead of a receipt.
+        #[arg(long, conflicts_with_all = ["player", "product"])]
+        refund: Option<String>,
     },
     /// Loads an export into an empty store (e.g. to move from redb to PostgreSQL), then runs
     /// the ledger verifier on the result.
@@ -216,6 +241,26 @@ async fn main() -> ExitCode {
     match args.command {
         Some(Command::NewApiKey { id, role }) => return new_api_key(&id, role),
         Some(Command::NewTokenSecret) => return new_token_secret(),
+        Some(Command::SandboxReceipt {
+            data_dir,
+            config,
+            player,
+            product,
+            quantity,
+            refund,
+        }) => {
+            let request = SandboxRequest {
+                player,
+                product,
+                quantity,
+                refund,
+            };
+            return report(sandbox_receipt(
+                data_dir.as_deref(),
+                config.as_deref(),
+                request,
+            ));
+        }
         Some(Command::Export { store, output }) => {
             return report(
                 tokio::task::spawn_blocking(move || export(&store, &output))
@@ -266,6 +311,70 @@ async fn main() -> ExitCode {
     }
 }
 
+struct SandboxRequest {
+    player: Option<String>,
+    product: Option<String>,
+    quantity: u32,
+    refund: Option<String>,
+}
+
+/// Prints the receipt (or refund notice) on stdout and its transaction id on stderr.
+fn sandbox_receipt(
+    data_dir: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    request: SandboxRequest,
+) -> Result<(), String> {
+    use coffer_receipts::{RefundKind, SandboxIssuer, SandboxPurchase, SandboxRefund};
+    use coffer_server::SandboxStore;
+    let secret_key = match config {
+        Some(path) => match FileConfig::load(path)?.receipts()?.sandbox {
+            SandboxStore::SecretKey(key) => key,
+            _ => {
+                return Err(format!(
+                    "{}: [receipts.sandbox] has no secret_key_base64url to sign with",
+                    path.display()
+                ));
+            }
+        },
+        None => coffer_server::receipts::development_sandbox_key(
+            data_dir.unwrap_or(std::path::Path::new("./coffer-data")),
+        )?,
+    };
+    let issuer = SandboxIssuer::from_secret_key(secret_key);
+    let issued_at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis() as i64;
+    let (payload, transaction_id) = match request.refund {
+        Some(transaction_id) => {
+            let refund = SandboxRefund {
+                transaction_id: transaction_id.clone(),
+                kind: RefundKind::Refund,
+                issued_at_unix_ms,
+            };
+            (issuer.issue_refund(&refund), transaction_id)
+        }
+        None => {
+            let mut random = [0u8; 16];
+            getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+            let transaction_id = format!("sbx_{}", hex::encode(random));
+            let purchase = SandboxPurchase {
+                transaction_id: transaction_id.clone(),
+                product_id: request.product.unwrap_or_default(),
+                player_id: request.player.unwrap_or_default(),
+                quantity: request.quantity,
+                issued_at_unix_ms,
+                price_minor_units: None,
+                currency_code: None,
+            };
+            (issuer.issue(&purchase), transaction_id)
+        }
+    };
+    println!("{}", payload.map_err(|e| e.to_string())?);
+    eprintln!("sandbox store transaction id: {transaction_id}");
+    Ok(())
+}
+
 fn report(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,6 +414,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
         security,
         limits: file.limits.clone(),
         tls: file.tls.clone(),
+        receipts: file.receipts()?,
     })
 }
 

@@ -9,6 +9,9 @@ use crate::auth::Role;
 use crate::auth::keys::{self, ApiKeyEntry};
 use crate::auth::rate::Limits;
 use crate::auth::tokens::TOKEN_SECRET_BYTES_MIN;
+use crate::receipts::{ReceiptSettings, SandboxStore};
+use coffer_core::RefundPolicy;
+use coffer_receipts::{AppleConfig, AppleEnvironment, GoogleConfig};
 
 /// File in the data directory holding a development server's generated credentials.
 pub const DEVELOPMENT_CREDENTIALS_FILE: &str = "development-credentials.toml";
@@ -50,6 +53,49 @@ pub struct FileConfig {
     #[serde(default)]
     pub limits: Limits,
     pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub receipts: FileReceipts,
+}
+
+/// The `[receipts]` section: which real-money stores this server accepts receipts from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReceipts {
+    /// `claw_back` (default) or `reverse_if_possible`.
+    pub refund_policy: Option<String>,
+    pub apple: Option<FileApple>,
+    pub google: Option<FileGoogle>,
+    pub sandbox: Option<FileSandbox>,
+}
+
+/// `[receipts.apple]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApple {
+    /// Root certificates (PEM or DER), e.g. `AppleRootCA-G3.cer`.
+    pub root_certificate_files: Vec<PathBuf>,
+    pub bundle_id: String,
+    /// `Production` and/or `Sandbox` [default: both, since App Review buys in the sandbox].
+    pub accepted_environments: Option<Vec<String>>,
+}
+
+/// `[receipts.google]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGoogle {
+    pub package_name: String,
+    /// Play Console → Monetization setup → Licensing: the base64 RSA public key.
+    pub license_public_key_base64: String,
+}
+
+/// `[receipts.sandbox]`: enables the sandbox store. Never on a server players can reach.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSandbox {
+    /// The issuer's Ed25519 seed (base64url): verify and issue sandbox receipts.
+    pub secret_key_base64url: Option<String>,
+    /// Only the public key (base64url): verify receipts issued by `coffer sandbox-receipt`.
+    pub verifying_key_base64url: Option<String>,
 }
 
 /// The `[security]` section.
@@ -79,6 +125,124 @@ impl FileConfig {
             token_secret,
         })
     }
+}
+
+impl FileConfig {
+    /// The receipt settings, checked, with certificate files read.
+    pub fn receipts(&self) -> Result<ReceiptSettings, String> {
+        let file = &self.receipts;
+        let refund_policy = match &file.refund_policy {
+            None => RefundPolicy::ClawBack,
+            Some(name) => RefundPolicy::from_name(name).ok_or_else(|| {
+                format!(
+                    "receipts.refund_policy must be claw_back or reverse_if_possible, got {name:?}"
+                )
+            })?,
+        };
+        let apple = match &file.apple {
+            None => None,
+            Some(apple) => {
+                let mut roots = Vec::new();
+                for path in &apple.root_certificate_files {
+                    let bytes = std::fs::read(path).map_err(|e| {
+                        format!(
+                            "receipts.apple.root_certificate_files: {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                    roots.extend(certificates_der(&bytes).map_err(|e| {
+                        format!(
+                            "receipts.apple.root_certificate_files: {}: {e}",
+                            path.display()
+                        )
+                    })?);
+                }
+                let names = apple
+                    .accepted_environments
+                    .clone()
+                    .unwrap_or_else(|| vec!["Production".to_owned(), "Sandbox".to_owned()]);
+                let mut accepted_environments = Vec::new();
+                for name in names {
+                    accepted_environments.push(match name.as_str() {
+                        "Production" => AppleEnvironment::Production,
+                        "Sandbox" => AppleEnvironment::Sandbox,
+                        other => {
+                            return Err(format!(
+                                "receipts.apple.accepted_environments: {other:?} is not Production or Sandbox"
+                            ));
+                        }
+                    });
+                }
+                Some(AppleConfig {
+                    root_certificates_der: roots,
+                    bundle_id: apple.bundle_id.clone(),
+                    accepted_environments,
+                })
+            }
+        };
+        let google = file.google.as_ref().map(|google| GoogleConfig {
+            package_name: google.package_name.clone(),
+            license_public_key_base64: google.license_public_key_base64.clone(),
+        });
+        let key = |field: &str, text: &str| {
+            coffer_receipts::decode_key_base64url(text)
+                .ok_or_else(|| format!("receipts.sandbox.{field} is not a base64url 32-byte key"))
+        };
+        let sandbox = match &file.sandbox {
+            None => SandboxStore::Disabled,
+            Some(FileSandbox {
+                secret_key_base64url: Some(secret),
+                ..
+            }) => SandboxStore::SecretKey(key("secret_key_base64url", secret)?),
+            Some(FileSandbox {
+                verifying_key_base64url: Some(public),
+                ..
+            }) => SandboxStore::VerifyingKey(key("verifying_key_base64url", public)?),
+            Some(_) => {
+                return Err(
+                    "[receipts.sandbox] needs secret_key_base64url or verifying_key_base64url"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(ReceiptSettings {
+            apple,
+            google,
+            sandbox,
+            refund_policy,
+        })
+    }
+}
+
+/// The DER certificates in a file holding one DER certificate or any number of PEM ones.
+fn certificates_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine as _;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(vec![bytes.to_vec()]);
+    };
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let mut certificates = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        match (line, &mut body) {
+            ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
+            ("-----END CERTIFICATE-----", Some(b64)) => {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| format!("bad PEM base64: {e}"))?;
+                certificates.push(der);
+                body = None;
+            }
+            (line, Some(b64)) => b64.push_str(line),
+            _ => {}
+        }
+    }
+    if body.is_some() {
+        return Err("unterminated PEM certificate".to_owned());
+    }
+    Ok(certificates)
 }
 
 /// Checks production settings: a server exposed to players must have keys and a real secret.
@@ -135,7 +299,7 @@ pub fn development_credentials(data_dir: &Path) -> Result<(String, ApiKeyEntry, 
     Ok((credentials.admin_key, entry, secret))
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -183,6 +347,48 @@ mod tests {
             Limits::default().streams_per_player_max
         );
         assert!(file.tls.is_some());
+    }
+
+    #[test]
+    fn receipts_settings_parse_and_default_to_claw_back_without_stores() {
+        let file: FileConfig = toml::from_str(PRODUCTION).unwrap();
+        let receipts = file.receipts().unwrap();
+        assert_eq!(receipts.refund_policy, RefundPolicy::ClawBack);
+        assert!(receipts.apple.is_none() && receipts.google.is_none());
+        assert!(matches!(receipts.sandbox, SandboxStore::Disabled));
+
+        let key = coffer_receipts::encode_key_base64url(&[7; 32]);
+        let text = format!(
+            "{PRODUCTION}\n[receipts]\nrefund_policy = \"reverse_if_possible\"\n\
+             [receipts.google]\npackage_name = \"com.example.game\"\nlicense_public_key_base64 = \"AAAA\"\n\
+             [receipts.sandbox]\nverifying_key_base64url = \"{key}\"\n"
+        );
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let receipts = file.receipts().unwrap();
+        assert_eq!(receipts.refund_policy, RefundPolicy::ReverseIfPossible);
+        assert_eq!(receipts.google.unwrap().package_name, "com.example.game");
+        assert!(matches!(receipts.sandbox, SandboxStore::VerifyingKey(k) if k == [7; 32]));
+
+        let bad = format!("{PRODUCTION}\n[receipts]\nrefund_policy = \"forgive\"\n");
+        let error = toml::from_str::<FileConfig>(&bad)
+            .unwrap()
+            .receipts()
+            .unwrap_err();
+        assert!(error.contains("receipts.refund_policy"), "{error}");
+    }
+
+    #[test]
+    fn pem_files_may_hold_several_certificates() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nBAUG\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            certificates_der(pem.as_bytes()).unwrap(),
+            vec![vec![1, 2, 3], vec![4, 5, 6]]
+        );
+        assert_eq!(
+            certificates_der(&[0x30, 0x82]).unwrap(),
+            vec![vec![0x30, 0x82]]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use coffer_core::{AccountId, Command, IdempotencyKey, Operation, Transaction};
+use coffer_core::{AccountId, Command, IdempotencyKey, Operation, StorePurchase, Transaction};
 use coffer_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use crate::app::App;
 use crate::auth::caller_for_player;
 use crate::convert::{self, Checker};
-use crate::error::ApiError;
+use crate::error::{ApiError, BadField};
+use crate::receipts::core_platform;
 
 /// Transactions returned by ListTransactions when the request names no page size.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -53,6 +54,14 @@ impl WalletApi {
         };
         self.app.execute(command).await
     }
+}
+
+/// Unix milliseconds now, the time receipts' certificates are checked against.
+pub(crate) fn now_unix_ms() -> i64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
@@ -212,6 +221,67 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         Ok(Response::new(pb::ListTransactionsResponse {
             transactions: transactions.iter().map(convert::transaction).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn redeem_receipt(
+        &self,
+        request: Request<pb::RedeemReceiptRequest>,
+    ) -> Result<Response<pb::RedeemReceiptResponse>, Status> {
+        let r = request.get_ref();
+        let mut check = Checker::default();
+        let player_id = check.id("player_id", &r.player_id);
+        let platform = check.platform("platform", r.platform);
+        check.payload("payload", &r.payload);
+        let client_key =
+            (!r.idempotency_key.is_empty()).then(|| check.idempotency_key(&r.idempotency_key));
+        check.finish(())?;
+        let caller = caller_for_player(&request, &player_id)?;
+        // Verify here, on the handler's task, never in the writer: cryptography is slow and
+        // needs the clock; the core gets only the verified facts.
+        let purchase = self
+            .app
+            .receipts
+            .verifier
+            .verify_receipt(platform, &r.payload, now_unix_ms())
+            .map_err(ApiError::Receipt)?;
+        // Coffer issues sandbox receipts for one player; redeeming one for another is a bug in
+        // the game. (Apple's appAccountToken and Google's obfuscatedAccountId are chosen by the
+        // game in its own format, so they are not compared.)
+        if platform == coffer_receipts::Platform::Sandbox
+            && purchase.player_hint.as_deref() != Some(player_id.as_str())
+        {
+            return Err(ApiError::InvalidArgument(vec![BadField::new(
+                "payload",
+                format!(
+                    "this sandbox receipt was issued for player {:?}, not {player_id:?}",
+                    purchase.player_hint.unwrap_or_default()
+                ),
+            )])
+            .into());
+        }
+        let key = client_key.unwrap_or_else(|| purchase.store_transaction_id.clone());
+        let command = Command {
+            idempotency_key: IdempotencyKey::player(&player_id, &key),
+            operation: Operation::RedeemReceipt {
+                player_id: player_id.clone(),
+                purchase: StorePurchase {
+                    platform: core_platform(purchase.platform),
+                    store_transaction_id: purchase.store_transaction_id,
+                    product_id: purchase.product_id,
+                    quantity: purchase.quantity,
+                    price_minor_units: purchase.price_minor_units,
+                    currency_code: purchase.currency_code,
+                    environment: purchase.environment,
+                    purchased_at_unix_ms: purchase.purchased_at_unix_ms,
+                },
+            },
+            caller: caller.label(),
+            reason: String::new(),
+        };
+        let transaction = self.app.execute(command).await?;
+        Ok(Response::new(pb::RedeemReceiptResponse {
+            transaction: Some(convert::transaction(&transaction)),
         }))
     }
 

@@ -24,11 +24,14 @@ pub enum Method {
     ReplaceCatalog,
     VerifyLedger,
     IssuePlayerToken,
+    RedeemReceipt,
+    ProcessStoreNotification,
+    IssueSandboxReceipt,
 }
 
 impl Method {
     /// Every method, for tests that walk the whole table.
-    pub const ALL: [Method; 17] = [
+    pub const ALL: [Method; 20] = [
         Method::GetCatalog,
         Method::GetWallet,
         Method::Purchase,
@@ -46,6 +49,9 @@ impl Method {
         Method::ReplaceCatalog,
         Method::VerifyLedger,
         Method::IssuePlayerToken,
+        Method::RedeemReceipt,
+        Method::ProcessStoreNotification,
+        Method::IssueSandboxReceipt,
     ];
 
     /// The method a gRPC path names, e.g. `/coffer.v1.WalletService/Purchase`.
@@ -69,6 +75,11 @@ impl Method {
             ("coffer.v1.AdminService", "ReplaceCatalog") => Method::ReplaceCatalog,
             ("coffer.v1.AdminService", "VerifyLedger") => Method::VerifyLedger,
             ("coffer.v1.AdminService", "IssuePlayerToken") => Method::IssuePlayerToken,
+            ("coffer.v1.WalletService", "RedeemReceipt") => Method::RedeemReceipt,
+            ("coffer.v1.AdminService", "ProcessStoreNotification") => {
+                Method::ProcessStoreNotification
+            }
+            ("coffer.v1.AdminService", "IssueSandboxReceipt") => Method::IssueSandboxReceipt,
             _ => return None,
         };
         Some(m)
@@ -86,6 +97,7 @@ impl Method {
                 | Method::ClaimReward
                 | Method::ListTransactions
                 | Method::Subscribe
+                | Method::RedeemReceipt
         )
     }
 }
