@@ -1,0 +1,499 @@
+//! `coffer-loadgen`: drives a Coffer server with N virtual players over real gRPC and reports
+//! throughput and latency percentiles, next to baselines measured in the same run with the same
+//! client harness: a no-op gRPC call (the transport ceiling of this machine) and, when a
+//! PostgreSQL URL is given, the same purchase as one SQL transaction with `synchronous_commit`
+//! on. It checks every response and ends by running the ledger verifier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use coffer_client::{ClientError, CofferClient, Rejection, pb};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Most operations one worker keeps in flight (workers = concurrency).
+const CONCURRENCY_MAX: usize = 4_096;
+/// Players granted per Execute call while preparing.
+const SETUP_GRANTS_PER_CALL: usize = 200;
+/// Latencies are recorded in microseconds from 1 µs up to this (longer ones are clamped).
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Coins granted to each player before the run.
+const SETUP_COINS: i64 = 900_000;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "coffer-loadgen", version)]
+struct Args {
+    /// Server to drive; without it an embedded server is started on loopback with a fresh data dir.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Admin key of the server given with --endpoint (the embedded server's is used otherwise).
+    #[arg(long, env = "COFFER_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Virtual players.
+    #[arg(long, default_value_t = 10_000)]
+    players: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// gRPC connections the workers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds each phase runs.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Operation mix in percent: purchase,upgrade,claim,read.
+    #[arg(long, default_value = "70,5,10,15")]
+    mix: String,
+    /// Also measure the PostgreSQL purchase baseline against this database (it creates its own tables).
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize, Default, Clone)]
+struct PhaseResult {
+    name: String,
+    requests: u64,
+    unexpected_errors: u64,
+    expected_rejections: u64,
+    seconds: f64,
+    per_second: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+/// Small deterministic generator (xorshift64*), so runs need no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What one operation ended as.
+enum Ended {
+    Ok,
+    Expected,
+    Unexpected(String),
+}
+
+async fn run_phase<F, Fut>(name: &str, args: &Args, operation: F) -> PhaseResult
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Ended> + Send,
+{
+    let operation = Arc::new(operation);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency.min(CONCURRENCY_MAX) {
+        let (operation, stop, done) =
+            (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
+        workers.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram");
+            let (mut expected, mut unexpected, mut first_error) = (0u64, 0u64, None);
+            let mut sequence = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                sequence += 1;
+                let began = Instant::now();
+                match operation(worker, sequence).await {
+                    Ended::Ok => {}
+                    Ended::Expected => expected += 1,
+                    Ended::Unexpected(error) => {
+                        unexpected += 1;
+                        first_error.get_or_insert(error);
+                    }
+                }
+                histogram.saturating_record(began.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (histogram, expected, unexpected, first_error)
+        }));
+    }
+    let deadline = started + Duration::from_secs(args.duration_s);
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        if !args.json {
+            let count = done.load(Ordering::Relaxed);
+            eprint!(
+                "\r  {name}: {count} requests, {:.0}/s   ",
+                count as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram");
+    let mut result = PhaseResult {
+        name: name.to_owned(),
+        ..PhaseResult::default()
+    };
+    for worker in workers {
+        let (h, expected, unexpected, first_error) = worker.await.expect("worker");
+        histogram.add(&h).expect("same histogram shape");
+        result.expected_rejections += expected;
+        result.unexpected_errors += unexpected;
+        if let Some(error) = first_error {
+            eprintln!("\n  {name}: unexpected error: {error}");
+        }
+    }
+    if !args.json {
+        eprintln!();
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result.requests = histogram.len();
+    result.per_second = result.requests as f64 / result.seconds;
+    result.p50_us = histogram.value_at_quantile(0.50);
+    result.p90_us = histogram.value_at_quantile(0.90);
+    result.p99_us = histogram.value_at_quantile(0.99);
+    result.p999_us = histogram.value_at_quantile(0.999);
+    result
+}
+
+fn ended<T>(result: Result<T, ClientError>, expected: &[Rejection]) -> Ended {
+    match result {
+        Ok(_) => Ended::Ok,
+        Err(ClientError::Rejected { rejection, .. }) if expected.contains(&rejection) => {
+            Ended::Expected
+        }
+        Err(error) => Ended::Unexpected(error.to_string()),
+    }
+}
+
+async fn prepare_players(admin: &mut CofferClient, players: usize) -> Result<(), ClientError> {
+    for first in (0..players).step_by(SETUP_GRANTS_PER_CALL) {
+        let operations = (first..(first + SETUP_GRANTS_PER_CALL).min(players))
+            .map(|p| pb::Operation {
+                operation: Some(pb::operation::Operation::Grant(pb::GrantOperation {
+                    player_id: format!("p{p}"),
+                    contents: Some(pb::Contents {
+                        currencies: coffer_client::money(&[("coins", SETUP_COINS)]),
+                        items: vec![],
+                    }),
+                })),
+            })
+            .collect();
+        admin
+            .execute(operations, "load test setup", &format!("setup-{first}"))
+            .await?;
+    }
+    Ok(())
+}
+
+const POSTGRES_BASELINE_SCHEMA: &str = "
+DROP TABLE IF EXISTS loadgen_balances, loadgen_ledger, loadgen_idempotency;
+CREATE TABLE loadgen_balances (player TEXT PRIMARY KEY, coins BIGINT NOT NULL CHECK (coins >= 0), potions BIGINT NOT NULL);
+CREATE TABLE loadgen_ledger (id BIGSERIAL PRIMARY KEY, player TEXT NOT NULL, amount BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE loadgen_idempotency (key TEXT PRIMARY KEY, ledger_id BIGINT NOT NULL);
+";
+
+/// The purchase a typical studio backend would write: idempotency row, balance check and
+/// update, ledger row, in one transaction with synchronous_commit on.
+async fn postgres_baseline(url: &str, args: &Args) -> Result<PhaseResult, tokio_postgres::Error> {
+    let (setup, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    setup.batch_execute(POSTGRES_BASELINE_SCHEMA).await?;
+    setup
+        .execute(
+            "INSERT INTO loadgen_balances SELECT 'p' || g, $1, 0 FROM generate_series(0, $2::int - 1) g",
+            &[&SETUP_COINS, &(args.players as i32)],
+        )
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency.min(CONCURRENCY_MAX) {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute("SET synchronous_commit = on").await?;
+        clients.push(Arc::new(tokio::sync::Mutex::new(client)));
+    }
+    let players = args.players as u64;
+    let clients = Arc::new(clients);
+    Ok(run_phase("postgres purchase (baseline)", args, move |worker, sequence| {
+        let clients = Arc::clone(&clients);
+        async move {
+            let mut rng = Rng(0x9e37_79b9 ^ ((worker as u64) << 32) ^ sequence);
+            let player = format!("p{}", rng.below(players));
+            let key = format!("w{worker}-{sequence}");
+            let mut client = clients[worker].lock().await;
+            let result = async {
+                let txn = client.transaction().await?;
+                let row = txn.query_one("SELECT coins FROM loadgen_balances WHERE player = $1 FOR UPDATE", &[&player]).await?;
+                let coins: i64 = row.get(0);
+                if coins < 10 {
+                    return Ok(false);
+                }
+                txn.execute("UPDATE loadgen_balances SET coins = coins - 10, potions = potions + 1 WHERE player = $1", &[&player]).await?;
+                let id: i64 = txn.query_one("INSERT INTO loadgen_ledger (player, amount) VALUES ($1, -10) RETURNING id", &[&player]).await?.get(0);
+                txn.execute("INSERT INTO loadgen_idempotency (key, ledger_id) VALUES ($1, $2)", &[&key, &id]).await?;
+                txn.commit().await?;
+                Ok::<bool, tokio_postgres::Error>(true)
+            }
+            .await;
+            match result {
+                Ok(true) => Ended::Ok,
+                Ok(false) => Ended::Expected,
+                Err(error) => Ended::Unexpected(error.to_string()),
+            }
+        }
+    })
+    .await)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let mix: Vec<u64> = args
+        .mix
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    if mix.len() != 4 || mix.iter().sum::<u64>() == 0 {
+        eprintln!("--mix needs four percentages: purchase,upgrade,claim,read");
+        return std::process::ExitCode::FAILURE;
+    }
+
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let mut embedded = None;
+    let (endpoint, admin_key) = match &args.endpoint {
+        Some(endpoint) => match &args.admin_key {
+            Some(key) => (endpoint.clone(), key.clone()),
+            None => {
+                eprintln!("--endpoint needs --admin-key (or COFFER_ADMIN_KEY)");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => {
+            let mut config =
+                coffer_server::Config::development("127.0.0.1:0".parse().unwrap(), data_dir.path());
+            // The generator is one caller driving many players: lift the per-key limit.
+            config.limits.key_requests_per_second = u32::MAX;
+            config.limits.key_burst = u32::MAX;
+            let server = coffer_server::start(config)
+                .await
+                .expect("embedded server starts");
+            let endpoint = format!("http://{}", server.local_addr);
+            let key = server
+                .development_admin_key
+                .clone()
+                .expect("development key");
+            embedded = Some(server);
+            (endpoint, key)
+        }
+    };
+
+    let mut connections = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let client = CofferClient::connect(endpoint.clone())
+            .await
+            .expect("connect");
+        connections.push(client.with_token(&admin_key).expect("admin key"));
+    }
+    let mut admin = connections[0].clone();
+    if let Err(error) = prepare_players(&mut admin, args.players).await {
+        eprintln!("preparing players failed: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
+    if !args.json {
+        eprintln!(
+            "{} players ready at {endpoint}; {} in flight over {} connections, {} s per phase",
+            args.players,
+            args.concurrency,
+            connections.len(),
+            args.duration_s
+        );
+    }
+
+    let mut results = Vec::new();
+    let channels: Vec<tonic::transport::Channel> = {
+        let mut channels = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .expect("connect"),
+            );
+        }
+        channels
+    };
+    let health = Arc::new(channels);
+    results.push(
+        run_phase("no-op gRPC call (baseline)", &args, move |worker, _| {
+            let channel = health[worker % health.len()].clone();
+            async move {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                match client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    Ok(_) => Ended::Ok,
+                    Err(status) => Ended::Unexpected(status.to_string()),
+                }
+            }
+        })
+        .await,
+    );
+
+    let purchase_only = Arc::new(connections.clone());
+    let players = args.players as u64;
+    results.push(
+        run_phase(
+            "coffer purchase (durable)",
+            &args,
+            move |worker, sequence| {
+                let mut client = purchase_only[worker % purchase_only.len()].clone();
+                async move {
+                    let mut rng = Rng(0x51_7cc1_b727_220a ^ ((worker as u64) << 32) ^ sequence);
+                    let player = format!("p{}", rng.below(players));
+                    let key = format!("buy-w{worker}-{sequence}");
+                    ended(
+                        client
+                            .purchase(&player, "potion", &[("coins", 10)], &key)
+                            .await,
+                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+                    )
+                }
+            },
+        )
+        .await,
+    );
+
+    let mixed = Arc::new(connections.clone());
+    let mix = Arc::new(mix);
+    results.push(
+        run_phase("coffer mixed workload", &args, move |worker, sequence| {
+            let mut client = mixed[worker % mixed.len()].clone();
+            let mix = Arc::clone(&mix);
+            async move {
+                let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
+                let player = format!("p{}", rng.below(players));
+                let key = format!("mix-w{worker}-{sequence}");
+                let mut pick = rng.below(mix.iter().sum());
+                let mut kind = 0;
+                while pick >= mix[kind] {
+                    pick -= mix[kind];
+                    kind += 1;
+                }
+                match kind {
+                    0 => ended(
+                        client
+                            .purchase(&player, "potion", &[("coins", 10)], &key)
+                            .await,
+                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+                    ),
+                    1 => {
+                        let level = 1 + rng.below(5) as u32;
+                        let price: &[(&str, i64)] = match level {
+                            1 => &[("coins", 50)],
+                            2 => &[("coins", 120)],
+                            3 => &[("coins", 300)],
+                            4 => &[("coins", 600), ("gems", 2)],
+                            _ => &[("coins", 1_200), ("gems", 5)],
+                        };
+                        ended(
+                            client
+                                .upgrade(&player, "speed_boots", level, price, &key)
+                                .await,
+                            &[
+                                Rejection::LevelChanged,
+                                Rejection::MaxLevelReached,
+                                Rejection::InsufficientFunds,
+                                Rejection::PriceChanged,
+                            ],
+                        )
+                    }
+                    2 => ended(
+                        client.claim_reward(&player, "coin_pickup", &key).await,
+                        &[Rejection::RateLimited, Rejection::CapExceeded],
+                    ),
+                    _ => ended(client.wallet(&player).await, &[]),
+                }
+            }
+        })
+        .await,
+    );
+
+    if let Some(url) = &args.postgres_url {
+        match postgres_baseline(url, &args).await {
+            Ok(result) => results.push(result),
+            Err(error) => eprintln!("PostgreSQL baseline failed: {error}"),
+        }
+    }
+
+    let report = match admin.verify_ledger().await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("verifier call failed: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let unexpected: u64 = results.iter().map(|r| r.unexpected_errors).sum();
+    if args.json {
+        let json = serde_json::json!({
+            "players": args.players, "concurrency": args.concurrency, "connections": args.connections,
+            "duration_s": args.duration_s, "phases": results,
+            "verifier": { "clean": report.clean, "transactions_checked": report.transactions_checked },
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else {
+        let ceiling = results.first().map(|r| r.per_second).unwrap_or(0.0);
+        println!(
+            "{:<32} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "phase",
+            "requests",
+            "per sec",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "vs no-op",
+            "errors"
+        );
+        for r in &results {
+            println!(
+                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.0}% {:>7}",
+                r.name,
+                r.requests,
+                r.per_second,
+                r.p50_us as f64 / 1000.0,
+                r.p90_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0,
+                r.p999_us as f64 / 1000.0,
+                100.0 * r.per_second / ceiling.max(1.0),
+                r.unexpected_errors
+            );
+        }
+        println!(
+            "ledger verifier: {} ({} transactions replayed)",
+            if report.clean { "clean" } else { "VIOLATIONS" },
+            report.transactions_checked
+        );
+    }
+    if let Some(server) = embedded {
+        let _ = server.shutdown().await;
+    }
+    if !report.clean || unexpected > 0 {
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
