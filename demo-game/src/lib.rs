@@ -1,6 +1,7 @@
 //! The Coffer demo game: walk around, pick up coins (each one a rate-limited `coin_pickup`
 //! reward claimed from the server), open the shop to buy potions, a sword, the starter pack or
-//! gems, and upgrade your speed boots to run faster. Balances and the inventory on screen are
+//! gems (with coins, or with "real money" through Coffer's sandbox store), and upgrade your speed
+//! boots to run faster. Balances and the inventory on screen are
 //! `bevy_coffer`'s live resources; every rejection and a lost connection show up as a message.
 //!
 //! [`GamePlugin`] holds the rules and runs headless (the tests drive it with `MinimalPlugins`);
@@ -9,9 +10,13 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::mpsc;
 
 use bevy::prelude::*;
 use bevy_coffer::prelude::*;
+use bevy_coffer::proto as pb;
+use coffer_client::CofferClient;
 
 /// Half the size of the playing field, in pixels (the field is centred on the origin).
 pub const FIELD_HALF_SIZE: Vec2 = Vec2::new(600.0, 300.0);
@@ -33,6 +38,8 @@ pub const TOAST_TTL_S: f32 = 5.0;
 pub const COIN_REWARD_ID: &str = "coin_pickup";
 /// The upgradable item that makes the player faster.
 pub const BOOTS_ITEM_ID: &str = "speed_boots";
+/// The sandbox store product the shop sells for "real money".
+pub const GEMS_PRODUCT_ID: &str = "gems_100";
 
 /// How fast the player walks with boots at `boots_level` (0 without boots).
 pub fn speed_px_per_s(boots_level: u32) -> f32 {
@@ -46,16 +53,128 @@ pub enum ShopAction {
     Buy(&'static str),
     /// Raise this item one level.
     Upgrade(&'static str),
+    /// Buy this sandbox store product with "real money", then redeem its receipt.
+    BuyWithRealMoney(&'static str),
 }
 
 /// The shop, in key order: key `1` is the first line.
-pub const SHOP: [ShopAction; 5] = [
+pub const SHOP: [ShopAction; 6] = [
     ShopAction::Buy("potion"),
     ShopAction::Buy("sword"),
     ShopAction::Buy("starter_pack"),
     ShopAction::Buy("gem_pouch"),
     ShopAction::Upgrade(BOOTS_ITEM_ID),
+    ShopAction::BuyWithRealMoney(GEMS_PRODUCT_ID),
 ];
+
+/// What the player reads when the game has no sandbox store key.
+pub const NO_STORE_TEXT: &str = "Buying gems with real money needs the sandbox store key: \
+     start the game with --embedded, or with --admin-key KEY";
+
+/// The platform store, played by Coffer's sandbox store: paying "real money" there gives a
+/// signed receipt, which the game then redeems with [`RedeemReceipt`]. In a real game the
+/// receipt comes from StoreKit or Google Play; here the game asks the server's
+/// `IssueSandboxReceipt` with an admin or game-server key (a development server only).
+///
+/// Receipts are fetched on a small runtime of its own, so a frame never waits for the store.
+#[derive(Resource, Default)]
+pub struct SandboxStore {
+    backend: Option<StoreBackend>,
+}
+
+struct StoreBackend {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: CofferClient,
+    player_id: String,
+    sender: mpsc::Sender<Result<String, String>>,
+    receiver: Mutex<mpsc::Receiver<Result<String, String>>>,
+}
+
+impl Drop for StoreBackend {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl SandboxStore {
+    /// No store: the real-money shop line explains how to get one.
+    pub fn disabled() -> Self {
+        SandboxStore::default()
+    }
+
+    /// The sandbox store of the server at `endpoint`, reached with `store_key` (an admin or
+    /// game-server API key), selling to `player_id`.
+    pub fn connect(endpoint: &str, store_key: &str, player_id: &str) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sandbox-store")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("sandbox store runtime: {e}"))?;
+        let client = {
+            let _context = runtime.enter();
+            CofferClient::connect_lazy(endpoint.to_owned())
+                .and_then(|c| c.with_token(store_key))
+                .map_err(|e| format!("sandbox store at {endpoint}: {e}"))?
+        };
+        let (sender, receiver) = mpsc::channel();
+        Ok(SandboxStore {
+            backend: Some(StoreBackend {
+                runtime: Some(runtime),
+                client,
+                player_id: player_id.to_owned(),
+                sender,
+                receiver: Mutex::new(receiver),
+            }),
+        })
+    }
+
+    /// True when the game can pay at the store.
+    pub fn is_available(&self) -> bool {
+        self.backend.is_some()
+    }
+
+    /// Pays for one unit of `product_id`; the receipt (or the store's refusal) arrives later
+    /// through [`SandboxStore::receipts`]. False when there is no store.
+    pub fn buy(&self, product_id: &str) -> bool {
+        let Some(backend) = &self.backend else {
+            return false;
+        };
+        let Some(runtime) = &backend.runtime else {
+            return false;
+        };
+        let mut client = backend.client.clone();
+        let player_id = backend.player_id.clone();
+        let product_id = product_id.to_owned();
+        let sender = backend.sender.clone();
+        runtime.spawn(async move {
+            let result = client
+                .issue_sandbox_receipt(&player_id, &product_id, 1)
+                .await
+                .map_err(|error| match error.code() {
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                        NO_STORE_TEXT.to_owned()
+                    }
+                    _ => format!("The sandbox store refused the payment: {error}"),
+                });
+            let _ = sender.send(result);
+        });
+        true
+    }
+
+    /// Receipts (or refusals) that arrived since the last call.
+    pub fn receipts(&self) -> Vec<Result<String, String>> {
+        let Some(backend) = &self.backend else {
+            return Vec::new();
+        };
+        match backend.receiver.lock() {
+            Ok(receiver) => receiver.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
 
 /// The player's character.
 #[derive(Component, Debug)]
@@ -167,6 +286,7 @@ impl Plugin for GamePlugin {
             .init_resource::<Stats>()
             .init_resource::<CoinField>()
             .init_resource::<Toasts>()
+            .init_resource::<SandboxStore>()
             .add_systems(Startup, spawn_field)
             .add_systems(
                 Update,
@@ -175,6 +295,7 @@ impl Plugin for GamePlugin {
                     spawn_coins,
                     collect_coins,
                     shop_keys,
+                    redeem_store_receipts,
                     report_outcomes,
                     expire_toasts,
                 )
@@ -261,16 +382,21 @@ fn collect_coins(
     }
 }
 
-const DIGIT_KEYS: [KeyCode; 5] = [
+const DIGIT_KEYS: [KeyCode; 6] = [
     KeyCode::Digit1,
     KeyCode::Digit2,
     KeyCode::Digit3,
     KeyCode::Digit4,
     KeyCode::Digit5,
+    KeyCode::Digit6,
 ];
 
+#[allow(clippy::too_many_arguments)]
 fn shop_keys(
     keys: Res<ButtonInput<KeyCode>>,
+    store: Res<SandboxStore>,
+    catalog: Res<Catalog>,
+    mut toasts: ResMut<Toasts>,
     mut shop: ResMut<ShopOpen>,
     mut purchases: MessageWriter<Purchase>,
     mut upgrades: MessageWriter<Upgrade>,
@@ -300,14 +426,51 @@ fn shop_keys(
                 ShopAction::Upgrade(item) => {
                     upgrades.write(Upgrade::next_level(item));
                 }
+                ShopAction::BuyWithRealMoney(product) => {
+                    if store.buy(product) {
+                        toasts.push(
+                            format!(
+                                "Paying for {} at the sandbox store...",
+                                store_product_name(&catalog, product)
+                            ),
+                            false,
+                        );
+                    } else {
+                        toasts.push(NO_STORE_TEXT, true);
+                    }
+                }
             }
         }
     }
 }
 
+/// Hands each receipt the store gave to the plugin to redeem; shows the store's refusals.
+fn redeem_store_receipts(
+    store: Res<SandboxStore>,
+    mut receipts: MessageWriter<RedeemReceipt>,
+    mut toasts: ResMut<Toasts>,
+) {
+    for result in store.receipts() {
+        match result {
+            Ok(payload) => {
+                receipts.write(RedeemReceipt::sandbox(payload));
+            }
+            Err(message) => toasts.push(message, true),
+        }
+    }
+}
+
+/// The display name of a sandbox store product.
+pub fn store_product_name(catalog: &Catalog, product_id: &str) -> String {
+    catalog
+        .store_product(pb::StorePlatform::Sandbox, product_id)
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| product_id.to_owned())
+}
+
 /// What the player reads when a request went through.
-pub fn success_text(request: &CofferRequest, catalog: &Catalog, inventory: &Inventory) -> String {
-    match request {
+pub fn success_text(done: &RequestCompleted, catalog: &Catalog, inventory: &Inventory) -> String {
+    match &done.request {
         CofferRequest::Purchase(p) => {
             let name = catalog
                 .offer(&p.offer_id)
@@ -322,6 +485,10 @@ pub fn success_text(request: &CofferRequest, catalog: &Catalog, inventory: &Inve
         ),
         CofferRequest::Consume(c) => format!("Used {}", item_name(catalog, &c.item_id)),
         CofferRequest::ClaimReward(r) => format!("Claimed {}", r.reward_id),
+        CofferRequest::RedeemReceipt(_) => format!(
+            "Bought {} with real money (sandbox store)",
+            store_product_name(catalog, &done.transaction.catalog_entry_id)
+        ),
     }
 }
 
@@ -344,6 +511,7 @@ fn request_name(request: &CofferRequest, catalog: &Catalog) -> String {
             .reward(&r.reward_id)
             .map(|r| r.name.clone())
             .unwrap_or_else(|| r.reward_id.clone()),
+        CofferRequest::RedeemReceipt(_) => "Real-money purchase".to_owned(),
     }
 }
 
@@ -371,6 +539,9 @@ pub fn failure_text(failure: &RequestFailed, catalog: &Catalog) -> String {
             }
             other => format!("{what} refused: {}", other.as_str_name()),
         },
+        CofferError::ReceiptRefused { reason, .. } => {
+            format!("{what} refused: the store receipt did not verify ({reason})")
+        }
         CofferError::Unavailable { .. } => {
             format!("{what} failed: the server cannot be reached")
         }
@@ -412,7 +583,7 @@ fn report_outcomes(
             stats.coins_credited += 1;
             continue;
         }
-        toasts.push(success_text(&done.request, &catalog, &inventory), false);
+        toasts.push(success_text(done, &catalog, &inventory), false);
     }
     for failure in failed.read() {
         toasts.push(failure_text(failure, &catalog), true);
@@ -468,8 +639,13 @@ pub fn hud_text(
     )
 }
 
-/// The shop panel's text.
-pub fn shop_text(catalog: &Catalog, wallet: &Wallet, inventory: &Inventory) -> String {
+/// The shop panel's text. `store_available`: whether the sandbox store can be paid at.
+pub fn shop_text(
+    catalog: &Catalog,
+    wallet: &Wallet,
+    inventory: &Inventory,
+    store_available: bool,
+) -> String {
     let mut lines = vec![
         "SHOP  (number to buy, B to close)".to_owned(),
         String::new(),
@@ -501,6 +677,17 @@ pub fn shop_text(catalog: &Catalog, wallet: &Wallet, inventory: &Inventory) -> S
                     ),
                     None => format!("{key}  {name}  -  top level reached"),
                 }
+            }
+            ShopAction::BuyWithRealMoney(product_id) => {
+                let note = if store_available {
+                    ""
+                } else {
+                    "  (needs the store key)"
+                };
+                format!(
+                    "{key}  {}  -  real money (sandbox store){note}",
+                    store_product_name(catalog, product_id)
+                )
             }
         };
         lines.push(line);
@@ -572,7 +759,7 @@ fn spawn_view(mut commands: Commands) {
         },
     ));
     commands.spawn((
-        Text::new("Move: WASD / arrows    Shop: B    Upgrade boots: U    Drink potion: P"),
+        Text::new("Move: WASD / arrows    Shop: B (6: gems for real money)    Upgrade boots: U    Drink potion: P"),
         TextFont::from_font_size(16.0),
         TextColor(Color::srgb(0.65, 0.70, 0.75)),
         Node {
@@ -615,6 +802,7 @@ fn update_view(
     toasts: Res<Toasts>,
     shop: Res<ShopOpen>,
     connection: Res<CofferConnection>,
+    store: Res<SandboxStore>,
     mut texts: ParamSet<(
         Single<&mut Text, With<HudText>>,
         Single<&mut Text, With<ShopText>>,
@@ -627,7 +815,10 @@ fn update_view(
 ) {
     let hud = hud_text(&wallet, &inventory, &catalog, &stats);
     set_text(&mut texts.p0(), hud);
-    set_text(&mut texts.p1(), shop_text(&catalog, &wallet, &inventory));
+    set_text(
+        &mut texts.p1(),
+        shop_text(&catalog, &wallet, &inventory, store.is_available()),
+    );
     set_text(
         &mut texts.p2(),
         connection_banner(&connection).unwrap_or_default(),

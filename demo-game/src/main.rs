@@ -9,7 +9,7 @@ use bevy::render::view::window::screenshot::{Screenshot, save_to_disk};
 use bevy::window::WindowResolution;
 use bevy_coffer::prelude::*;
 use coffer_client::CofferClient;
-use demo_game::{GamePlugin, GameViewPlugin};
+use demo_game::{GamePlugin, GameViewPlugin, SandboxStore};
 
 const HELP: &str = "\
 Coffer demo game
@@ -22,7 +22,9 @@ USAGE: demo-game [OPTIONS]
   --player ID         Player id (default demo-player)
   --token TOKEN       Player token (or env COFFER_PLAYER_TOKEN)
   --admin-key KEY     Admin or game-server API key to issue a player token with
-                      (or env COFFER_ADMIN_KEY); not needed with the embedded server
+                      (or env COFFER_ADMIN_KEY); not needed with the embedded server. It
+                      is also the sandbox store key: shop key 6 buys gems with real
+                      money only when the game has it (or runs the embedded server)
   --screenshot PATH   Buy a potion, upgrade the boots, try the sword, open the shop, save a PNG after
                       120 frames, and quit
   -h, --help          This text
@@ -74,6 +76,8 @@ fn parse_args() -> Result<Args, String> {
 struct Backend {
     endpoint: String,
     token: Option<String>,
+    /// The key the sandbox store is paid with (stands in for the platform store).
+    store_key: Option<String>,
     /// Keeps the embedded server running until the game ends.
     _runtime: Option<tokio::runtime::Runtime>,
 }
@@ -110,6 +114,7 @@ fn choose_backend(args: &Args) -> Result<Backend, String> {
             return Ok(Backend {
                 endpoint: args.server.clone(),
                 token,
+                store_key: args.admin_key.clone(),
                 _runtime: None,
             });
         }
@@ -143,6 +148,7 @@ fn choose_backend(args: &Args) -> Result<Backend, String> {
     Ok(Backend {
         endpoint,
         token: Some(token),
+        store_key: Some(admin_key),
         _runtime: Some(runtime),
     })
 }
@@ -228,6 +234,19 @@ fn main() -> AppExit {
         args.player
     );
 
+    let store = match &backend.store_key {
+        Some(key) => {
+            SandboxStore::connect(&backend.endpoint, key, &args.player).unwrap_or_else(|error| {
+                eprintln!("{error}; buying gems with real money is off");
+                SandboxStore::disabled()
+            })
+        }
+        None => {
+            println!("No sandbox store key (--admin-key): buying gems with real money is off.");
+            SandboxStore::disabled()
+        }
+    };
+
     let mut app = App::new();
     app.add_plugins(DefaultPlugins.set(WindowPlugin {
         primary_window: Some(Window {
@@ -238,6 +257,7 @@ fn main() -> AppExit {
         ..default()
     }))
     .add_plugins(coffer)
+    .insert_resource(store)
     .add_plugins((GamePlugin, GameViewPlugin));
     if let Some(path) = args.screenshot {
         app.insert_resource(ScreenshotPath(path))

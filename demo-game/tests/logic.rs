@@ -18,6 +18,7 @@ fn record_requests(
     mut claims: MessageReader<ClaimReward>,
     mut purchases: MessageReader<Purchase>,
     mut upgrades: MessageReader<Upgrade>,
+    mut receipts: MessageReader<RedeemReceipt>,
 ) {
     sent.0
         .extend(claims.read().map(|c| format!("claim {}", c.reward_id)));
@@ -25,6 +26,8 @@ fn record_requests(
         .extend(purchases.read().map(|p| format!("buy {}", p.offer_id)));
     sent.0
         .extend(upgrades.read().map(|u| format!("upgrade {}", u.item_id)));
+    sent.0
+        .extend(receipts.read().map(|r| format!("redeem {:?}", r.platform)));
 }
 
 /// The game without a server: the plugin's resources and messages, registered by hand.
@@ -43,6 +46,7 @@ fn offline_game() -> App {
         .add_message::<Upgrade>()
         .add_message::<Consume>()
         .add_message::<ClaimReward>()
+        .add_message::<RedeemReceipt>()
         .add_message::<RequestCompleted>()
         .add_message::<RequestFailed>()
         .init_resource::<Sent>()
@@ -253,8 +257,50 @@ fn the_hud_and_shop_show_balances_levels_and_prices() {
     wallet.balances.insert("credits".to_owned(), 1234);
     let hud = hud_text(&wallet, &Inventory::default(), &catalog, &Stats::default());
     assert!(hud.contains("Credits: 12.34"), "{hud}");
-    let shop = shop_text(&catalog, &wallet, &Inventory::default());
+    let shop = shop_text(&catalog, &wallet, &Inventory::default(), false);
     assert!(shop.contains("1  Health Potion  -  2.50 Credits"), "{shop}");
+    assert!(
+        shop.contains("6  gems_100  -  real money (sandbox store)  (needs the store key)"),
+        "{shop}"
+    );
+    let shop = shop_text(&catalog, &wallet, &Inventory::default(), true);
+    assert!(
+        shop.lines()
+            .any(|l| l == "6  gems_100  -  real money (sandbox store)"),
+        "{shop}"
+    );
+}
+
+#[test]
+fn without_the_store_key_the_real_money_line_explains_what_is_missing() {
+    let mut app = offline_game();
+    tap(&mut app, KeyCode::KeyB);
+    tap(&mut app, KeyCode::Digit6);
+    assert!(app.world().resource::<Sent>().0.is_empty());
+    let toasts = app.world().resource::<Toasts>();
+    assert!(toasts.contains("needs the sandbox store key"), "{toasts:?}");
+    assert!(toasts.entries.iter().all(|t| t.is_error));
+}
+
+#[test]
+fn a_refused_store_receipt_shows_the_store_reason() {
+    let mut app = offline_game();
+    app.world_mut().write_message(RequestFailed {
+        request: CofferRequest::RedeemReceipt(RedeemReceipt::sandbox("tampered")),
+        idempotency_key: "k".to_owned(),
+        error: CofferError::ReceiptRefused {
+            reason: "BAD_SIGNATURE".to_owned(),
+            message: "BAD_SIGNATURE: the signature does not verify".to_owned(),
+        },
+    });
+    app.update();
+    let toasts = app.world().resource::<Toasts>();
+    assert!(
+        toasts.contains(
+            "Real-money purchase refused: the store receipt did not verify (BAD_SIGNATURE)"
+        ),
+        "{toasts:?}"
+    );
 }
 
 /// Runs frames until `done` holds (bounded).
@@ -268,6 +314,104 @@ fn run_until(app: &mut App, what: &str, mut done: impl FnMut(&mut World) -> bool
         app.update();
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A development server on a free port, its endpoint and admin key.
+fn real_server(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: &std::path::Path,
+) -> (coffer_server::RunningServer, String, String) {
+    let config = coffer_server::Config::development("127.0.0.1:0".parse().unwrap(), data_dir);
+    let server = runtime
+        .block_on(coffer_server::start(config))
+        .expect("server starts");
+    let endpoint = format!("http://{}", server.local_addr);
+    let admin_key = server.development_admin_key.clone().expect("dev key");
+    (server, endpoint, admin_key)
+}
+
+fn player_token(
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &str,
+    admin_key: &str,
+    player: &str,
+) -> String {
+    runtime.block_on(async {
+        coffer_client::CofferClient::connect(endpoint.to_owned())
+            .await
+            .expect("connect")
+            .with_token(admin_key)
+            .expect("key")
+            .issue_player_token(player, 600)
+            .await
+            .expect("token")
+    })
+}
+
+/// The game with the plugin against `endpoint`, live.
+fn live_game(endpoint: &str, player: &str, token: String, store: SandboxStore) -> App {
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+            20,
+        )))
+        .init_resource::<ButtonInput<KeyCode>>()
+        .add_plugins(
+            CofferPlugin::new(endpoint)
+                .with_player(player)
+                .with_token(token),
+        )
+        .insert_resource(store)
+        .add_plugins(GamePlugin);
+    run_until(&mut app, "live", |w| {
+        w.resource::<CofferConnection>().is_live() && w.resource::<Wallet>().is_synced()
+    });
+    app
+}
+
+#[test]
+fn against_a_real_server_key_6_buys_100_gems_through_the_sandbox_store() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let (server, endpoint, admin_key) = real_server(&runtime, data_dir.path());
+
+    let token = player_token(&runtime, &endpoint, &admin_key, "buyer");
+    let store = SandboxStore::connect(&endpoint, &admin_key, "buyer").expect("store");
+    let mut app = live_game(&endpoint, "buyer", token, store);
+    let gems_before = app.world().resource::<Wallet>().balance("gems");
+
+    tap(&mut app, KeyCode::KeyB);
+    tap(&mut app, KeyCode::Digit6);
+    run_until(&mut app, "the gems bought", |w| {
+        w.resource::<Toasts>()
+            .contains("Bought 100 Gems with real money (sandbox store)")
+            || w.resource::<Toasts>().entries.iter().any(|t| t.is_error)
+    });
+    let toasts = app.world().resource::<Toasts>();
+    assert!(toasts.entries.iter().all(|t| !t.is_error), "{toasts:?}");
+    assert_eq!(
+        app.world().resource::<Wallet>().balance("gems"),
+        gems_before + 100
+    );
+
+    // A player token cannot pay at the sandbox store: the game says what is missing.
+    let token = player_token(&runtime, &endpoint, &admin_key, "kid");
+    let store_token = player_token(&runtime, &endpoint, &admin_key, "kid");
+    let store = SandboxStore::connect(&endpoint, &store_token, "kid").expect("store");
+    let mut app = live_game(&endpoint, "kid", token, store);
+    let gems_before = app.world().resource::<Wallet>().balance("gems");
+    tap(&mut app, KeyCode::KeyB);
+    tap(&mut app, KeyCode::Digit6);
+    run_until(&mut app, "the store refusal", |w| {
+        w.resource::<Toasts>()
+            .contains("needs the sandbox store key")
+    });
+    assert_eq!(
+        app.world().resource::<Wallet>().balance("gems"),
+        gems_before
+    );
+    drop(app);
+    drop(server);
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! A [Bevy](https://bevy.org) plugin for Coffer, the in-game economy server. Add
 //! [`CofferPlugin`], read the player's [`Wallet`], [`Inventory`] and the [`Catalog`] as
 //! resources that stay live, and write request messages ([`Purchase`], [`Upgrade`],
-//! [`Consume`], [`ClaimReward`]); each one is answered by a [`RequestCompleted`] or a
-//! [`RequestFailed`] carrying the typed rejection.
+//! [`Consume`], [`ClaimReward`], [`RedeemReceipt`]); each one is answered by a
+//! [`RequestCompleted`] or a [`RequestFailed`] carrying the typed rejection (or, for a store
+//! receipt that does not verify, the store's reason such as `BAD_SIGNATURE`).
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -36,7 +37,10 @@
 //! the server's `Subscribe` stream; when the link drops it reconnects with the
 //! [`ReconnectPolicy`]'s backoff and resumes from the last version it saw, so no change is
 //! missed or applied twice. Each request gets an idempotency key and is retried with that same
-//! key on transient failures, so a retry never buys twice.
+//! key on transient failures, so a retry never buys twice. A [`RedeemReceipt`] is sent the same
+//! way; there the store's transaction id is what makes it count once: redeeming the same
+//! receipt again completes with the original transaction, and a receipt that does not verify
+//! fails with [`CofferError::ReceiptRefused`] and the store's reason (`BAD_SIGNATURE`…).
 //!
 //! Amounts are integer minor units (`i64`); [`Catalog::format_amount`] shows them with the
 //! currency's decimals.
@@ -57,8 +61,8 @@ use coffer_client::pb;
 
 pub use coffer_client::{Rejection, pb as proto};
 pub use messages::{
-    ClaimReward, CofferError, CofferRequest, Consume, Purchase, RequestCompleted, RequestFailed,
-    Upgrade,
+    ClaimReward, CofferError, CofferRequest, Consume, Purchase, RedeemReceipt, RequestCompleted,
+    RequestFailed, Upgrade,
 };
 pub use resources::{
     Catalog, CofferConnection, ConnectionState, Inventory, ItemStack, Wallet, format_minor_units,
@@ -71,8 +75,8 @@ use net::{Call, Credentials, InFlight, NetClient, NetEvent};
 pub mod prelude {
     pub use crate::{
         Catalog, ClaimReward, CofferConnection, CofferError, CofferPlugin, CofferRequest,
-        CofferSystems, ConnectionState, Consume, Inventory, Purchase, ReconnectPolicy, Rejection,
-        RequestCompleted, RequestFailed, Upgrade, Wallet,
+        CofferSystems, ConnectionState, Consume, Inventory, Purchase, ReconnectPolicy,
+        RedeemReceipt, Rejection, RequestCompleted, RequestFailed, Upgrade, Wallet,
     };
 }
 
@@ -143,8 +147,8 @@ pub enum CofferSystems {
 ///
 /// # What it adds
 /// - Resources: [`Wallet`], [`Inventory`], [`Catalog`], [`CofferConnection`], kept live.
-/// - Messages: requests [`Purchase`], [`Upgrade`], [`Consume`], [`ClaimReward`]; outcomes
-///   [`RequestCompleted`], [`RequestFailed`].
+/// - Messages: requests [`Purchase`], [`Upgrade`], [`Consume`], [`ClaimReward`],
+///   [`RedeemReceipt`]; outcomes [`RequestCompleted`], [`RequestFailed`].
 /// - Systems:
 ///   - `receive_from_network` in `PreUpdate`, set [`CofferSystems::Receive`]: drains the
 ///     network channel (at most [`NET_EVENTS_PER_FRAME_MAX`] per frame) into the resources
@@ -234,6 +238,7 @@ impl Plugin for CofferPlugin {
             .add_message::<Upgrade>()
             .add_message::<Consume>()
             .add_message::<ClaimReward>()
+            .add_message::<RedeemReceipt>()
             .add_message::<RequestCompleted>()
             .add_message::<RequestFailed>()
             .configure_sets(PreUpdate, CofferSystems::Receive)
@@ -360,6 +365,10 @@ fn resolve(
         CofferRequest::ClaimReward(r) => Some(Call::ClaimReward {
             reward_id: r.reward_id.clone(),
         }),
+        CofferRequest::RedeemReceipt(r) => Some(Call::RedeemReceipt {
+            platform: r.platform,
+            payload: r.payload.clone(),
+        }),
     }
 }
 
@@ -374,6 +383,7 @@ fn send_requests(
     mut upgrades: MessageReader<Upgrade>,
     mut consumes: MessageReader<Consume>,
     mut claims: MessageReader<ClaimReward>,
+    mut receipts: MessageReader<RedeemReceipt>,
     mut failed: MessageWriter<RequestFailed>,
 ) {
     let net = &mut *net;
@@ -384,7 +394,8 @@ fn send_requests(
         .map(CofferRequest::Purchase)
         .chain(upgrades.read().cloned().map(CofferRequest::Upgrade))
         .chain(consumes.read().cloned().map(CofferRequest::Consume))
-        .chain(claims.read().cloned().map(CofferRequest::ClaimReward));
+        .chain(claims.read().cloned().map(CofferRequest::ClaimReward))
+        .chain(receipts.read().cloned().map(CofferRequest::RedeemReceipt));
     for request in incoming {
         let idempotency_key = net.keys.next_key();
         if net.waiting.len() >= REQUESTS_WAITING_MAX {

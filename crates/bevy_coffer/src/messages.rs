@@ -93,6 +93,35 @@ impl ClaimReward {
     }
 }
 
+/// Redeem a real-money store receipt: what the platform store gave the game after a purchase
+/// (Apple's StoreKit 2 `jwsRepresentation`, Google's purchase data and signature, or a sandbox
+/// receipt). The server verifies it and credits what the store product grants, once per store
+/// transaction: sending the same receipt again completes with the original transaction and
+/// credits nothing more. A receipt that does not verify fails with
+/// [`CofferError::ReceiptRefused`].
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub struct RedeemReceipt {
+    /// The store the receipt comes from.
+    pub platform: pb::StorePlatform,
+    /// The receipt as the store gave it.
+    pub payload: String,
+}
+
+impl RedeemReceipt {
+    /// Redeem `payload` from `platform`.
+    pub fn new(platform: pb::StorePlatform, payload: impl Into<String>) -> Self {
+        RedeemReceipt {
+            platform,
+            payload: payload.into(),
+        }
+    }
+
+    /// Redeem a receipt of Coffer's sandbox store (development servers).
+    pub fn sandbox(payload: impl Into<String>) -> Self {
+        RedeemReceipt::new(pb::StorePlatform::Sandbox, payload)
+    }
+}
+
 /// Any request, as carried back in an outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CofferRequest {
@@ -104,6 +133,8 @@ pub enum CofferRequest {
     Consume(Consume),
     /// A [`ClaimReward`].
     ClaimReward(ClaimReward),
+    /// A [`RedeemReceipt`].
+    RedeemReceipt(RedeemReceipt),
 }
 
 /// A request the server committed. When it is read, [`Wallet`](crate::Wallet) and
@@ -150,6 +181,15 @@ pub enum CofferError {
         /// The last failure.
         message: String,
     },
+    /// The store receipt of a [`RedeemReceipt`] did not verify, or comes from a store this
+    /// server does not accept. Nothing was credited.
+    ReceiptRefused {
+        /// The server's stable reason, e.g. `BAD_SIGNATURE`, `WRONG_ENVIRONMENT`, `MALFORMED`,
+        /// `PLATFORM_NOT_CONFIGURED`, `REVOKED`.
+        reason: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// The server refused the request as malformed, or answered with an unexpected error.
     Invalid {
         /// The server's explanation.
@@ -172,6 +212,18 @@ impl CofferError {
             _ => None,
         }
     }
+
+    /// The stable reason to show or log: the rejection's name without its `REJECTION_` prefix
+    /// (`INSUFFICIENT_FUNDS`), or a refused receipt's reason (`BAD_SIGNATURE`).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            CofferError::Rejected { rejection, .. } => {
+                Some(rejection.as_str_name().trim_start_matches("REJECTION_"))
+            }
+            CofferError::ReceiptRefused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for CofferError {
@@ -182,6 +234,9 @@ impl std::fmt::Display for CofferError {
             } => write!(f, "{}: {message}", rejection.as_str_name()),
             CofferError::Unavailable { attempts, message } => {
                 write!(f, "server unavailable after {attempts} attempts: {message}")
+            }
+            CofferError::ReceiptRefused { reason, message } => {
+                write!(f, "receipt refused ({reason}): {message}")
             }
             CofferError::Invalid { message } => write!(f, "invalid request: {message}"),
             CofferError::Busy => write!(f, "too many requests in flight"),

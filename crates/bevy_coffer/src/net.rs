@@ -27,6 +27,7 @@ pub(crate) struct Credentials;
 impl Credentials {
     /// Credentials for `token`; `None` sends no header. Fails for a token that cannot be a
     /// header value (it must be visible ASCII).
+    #[allow(clippy::new_ret_no_self)] // builds the client's credentials type
     pub(crate) fn new(token: Option<&str>) -> Result<coffer_client::Credentials, String> {
         match token {
             None => Ok(coffer_client::Credentials::default()),
@@ -143,6 +144,19 @@ impl NetClient {
                     .into_inner()
                     .transaction
             }
+            Call::RedeemReceipt { platform, payload } => {
+                let request = pb::RedeemReceiptRequest {
+                    player_id,
+                    platform: platform as i32,
+                    payload,
+                    idempotency_key,
+                };
+                self.wallet
+                    .redeem_receipt(request)
+                    .await?
+                    .into_inner()
+                    .transaction
+            }
         };
         Ok(transaction.unwrap_or_default())
     }
@@ -166,6 +180,10 @@ pub(crate) enum Call {
     },
     ClaimReward {
         reward_id: String,
+    },
+    RedeemReceipt {
+        platform: pb::StorePlatform,
+        payload: String,
     },
 }
 
@@ -235,8 +253,19 @@ pub(crate) async fn execute(
             }
             Ok(Err(error)) if is_retryable(&error) => error.to_string(),
             Ok(Err(error)) => {
-                return Err(CofferError::Invalid {
-                    message: error.to_string(),
+                return Err(match (&call, error.reason()) {
+                    // A receipt that does not verify: the store's reason (BAD_SIGNATURE…) rides
+                    // in the status's ErrorInfo.
+                    (Call::RedeemReceipt { .. }, Some(reason)) if error.rejection().is_none() => {
+                        let message = match &error {
+                            ClientError::Status(status) => status.message().to_owned(),
+                            other => other.to_string(),
+                        };
+                        CofferError::ReceiptRefused { reason, message }
+                    }
+                    _ => CofferError::Invalid {
+                        message: error.to_string(),
+                    },
                 });
             }
             Err(_elapsed) => format!("no answer within {:?}", policy.request_timeout),

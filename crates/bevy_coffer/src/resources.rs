@@ -125,6 +125,20 @@ impl Catalog {
             .find(|r| r.id == reward_id)
     }
 
+    /// The real-money store product `product_id` of `platform` (what a redeemed receipt of it
+    /// grants).
+    pub fn store_product(
+        &self,
+        platform: pb::StorePlatform,
+        product_id: &str,
+    ) -> Option<&pb::StoreProduct> {
+        self.catalog
+            .as_ref()?
+            .store_products
+            .iter()
+            .find(|p| p.platform == platform as i32 && p.product_id == product_id)
+    }
+
     /// The price of raising `item_id` to `level` (level 1 buys the item).
     pub fn level_price(&self, item_id: &str, level: u32) -> Option<&[pb::Money]> {
         self.item(item_id)?

@@ -230,3 +230,93 @@ fn an_unusable_token_fails_requests_without_sending_them() {
         "nothing reached the server"
     );
 }
+
+#[test]
+fn a_sandbox_receipt_is_redeemed_once_and_a_tampered_one_fails_with_its_reason() {
+    let server = TestServer::start();
+    let mut app = game(&server, "fay");
+    wait_until_live(&mut app);
+    let gems_before = app.world().resource::<Wallet>().balance("gems");
+
+    // The platform store's part, played by the sandbox store with the admin key.
+    let payload = server.with_client(async |client| {
+        client
+            .issue_sandbox_receipt("fay", "gems_100", 1)
+            .await
+            .expect("sandbox receipt")
+    });
+
+    app.world_mut()
+        .write_message(RedeemReceipt::sandbox(payload.clone()));
+    run_until(&mut app, "the redemption", |world| {
+        let outcomes = world.resource::<Outcomes>();
+        !outcomes.completed.is_empty() || !outcomes.failed.is_empty()
+    });
+    let outcomes = app.world().resource::<Outcomes>();
+    assert!(outcomes.failed.is_empty(), "failed: {:?}", outcomes.failed);
+    let first = outcomes.completed[0].clone();
+    assert_eq!(
+        first.request,
+        CofferRequest::RedeemReceipt(RedeemReceipt::new(
+            pb::StorePlatform::Sandbox,
+            payload.clone()
+        ))
+    );
+    assert!(!first.idempotency_key.is_empty());
+    assert_eq!(
+        app.world().resource::<Wallet>().balance("gems"),
+        gems_before + 100
+    );
+    let after_first = app.world().resource::<Wallet>().clone();
+
+    // The same receipt again: the original transaction, nothing credited twice.
+    app.world_mut()
+        .write_message(RedeemReceipt::sandbox(payload.clone()));
+    run_until(&mut app, "the replayed redemption", |world| {
+        let outcomes = world.resource::<Outcomes>();
+        outcomes.completed.len() == 2 || !outcomes.failed.is_empty()
+    });
+    let outcomes = app.world().resource::<Outcomes>();
+    assert!(outcomes.failed.is_empty(), "failed: {:?}", outcomes.failed);
+    let second = &outcomes.completed[1];
+    assert_ne!(second.idempotency_key, first.idempotency_key);
+    assert_eq!(second.transaction.id, first.transaction.id);
+    assert_eq!(*app.world().resource::<Wallet>(), after_first);
+
+    // A tampered receipt: refused with the store's reason, nothing changes.
+    let signature_dot = payload.rfind('.').expect("prefix.claims.signature");
+    let at = signature_dot - 5;
+    let original = payload.as_bytes()[at];
+    let replacement = if original == b'A' { "B" } else { "A" };
+    let mut tampered = payload.clone();
+    tampered.replace_range(at..at + 1, replacement);
+    app.world_mut()
+        .write_message(RedeemReceipt::sandbox(tampered));
+    run_until(&mut app, "the refusal", |world| {
+        !world.resource::<Outcomes>().failed.is_empty()
+    });
+    let outcomes = app.world().resource::<Outcomes>();
+    assert_eq!(outcomes.completed.len(), 2);
+    let failure = &outcomes.failed[0];
+    assert!(
+        matches!(
+            &failure.error,
+            CofferError::ReceiptRefused { reason, .. } if reason == "BAD_SIGNATURE"
+        ),
+        "{:?}",
+        failure.error
+    );
+    assert_eq!(failure.error.reason(), Some("BAD_SIGNATURE"));
+    assert_eq!(failure.error.rejection(), None);
+    assert!(failure.error.to_string().contains("BAD_SIGNATURE"));
+    // Let any stray change arrive before comparing.
+    for _ in 0..10 {
+        app.update();
+    }
+    assert_eq!(*app.world().resource::<Wallet>(), after_first);
+
+    let on_server = server.wallet("fay");
+    let wallet = app.world().resource::<Wallet>();
+    assert_eq!(game_balances(wallet), balances(&on_server));
+    assert_eq!(wallet.version, on_server.version);
+}

@@ -92,6 +92,25 @@ impl ClientError {
         }
     }
 
+    /// The machine-readable reason of the failure: the rejection's name without its prefix
+    /// (`INSUFFICIENT_FUNDS`), or the `google.rpc.ErrorInfo` reason Coffer attached to another
+    /// status (a store receipt that does not verify: `BAD_SIGNATURE`, `WRONG_ENVIRONMENT`…).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            ClientError::Rejected { rejection, .. } => Some(
+                rejection
+                    .as_str_name()
+                    .trim_start_matches("REJECTION_")
+                    .to_owned(),
+            ),
+            ClientError::Status(status) => status
+                .get_details_error_info()
+                .filter(|info| info.domain == ERROR_DOMAIN && !info.reason.is_empty())
+                .map(|info| info.reason),
+            ClientError::Transport(_) => None,
+        }
+    }
+
     /// True when retrying with the same idempotency key may succeed (nothing was committed).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -315,6 +334,32 @@ impl CofferClient {
             .unwrap_or_default())
     }
 
+    /// Verifies a real-money store receipt and credits what its product grants. The store's
+    /// transaction id makes it idempotent: a replay by the same player returns the original
+    /// transaction. A receipt that does not verify fails with a [`ClientError::Status`] whose
+    /// [`ClientError::reason`] says why (e.g. `BAD_SIGNATURE`).
+    pub async fn redeem_receipt(
+        &mut self,
+        player_id: &str,
+        platform: pb::StorePlatform,
+        payload: &str,
+        idempotency_key: &str,
+    ) -> Result<pb::Transaction, ClientError> {
+        let request = pb::RedeemReceiptRequest {
+            player_id: player_id.to_owned(),
+            platform: platform as i32,
+            payload: payload.to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+        };
+        Ok(self
+            .wallet
+            .redeem_receipt(request)
+            .await?
+            .into_inner()
+            .transaction
+            .unwrap_or_default())
+    }
+
     /// One page of a player's history, newest first, and the token of the next page.
     pub async fn transactions(
         &mut self,
@@ -443,6 +488,29 @@ impl CofferClient {
             .await?
             .into_inner()
             .version)
+    }
+
+    /// A signed sandbox store receipt for `quantity` units of `product_id` bought by
+    /// `player_id`, to pass to [`CofferClient::redeem_receipt`] (development servers with the
+    /// sandbox store; needs an admin or game-server key).
+    pub async fn issue_sandbox_receipt(
+        &mut self,
+        player_id: &str,
+        product_id: &str,
+        quantity: u32,
+    ) -> Result<String, ClientError> {
+        let request = pb::IssueSandboxReceiptRequest {
+            player_id: player_id.to_owned(),
+            product_id: product_id.to_owned(),
+            quantity,
+            refund_transaction_id: String::new(),
+        };
+        Ok(self
+            .admin
+            .issue_sandbox_receipt(request)
+            .await?
+            .into_inner()
+            .payload)
     }
 
     /// Replays the ledger on the server and reports every broken invariant.
