@@ -108,6 +108,13 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Replays the whole ledger of a store and checks every invariant (sums per currency, caps,
+    /// balances and inventories equal to the replay, versions, dense ids). Exits 1 on any
+    /// violation. For a running server use `AdminService/VerifyLedger` instead.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Which store a maintenance command works on.
@@ -268,6 +275,13 @@ async fn main() -> ExitCode {
                     .expect("export panicked"),
             );
         }
+        Some(Command::Verify { store }) => {
+            return report(
+                tokio::task::spawn_blocking(move || verify(&store))
+                    .await
+                    .expect("verify panicked"),
+            );
+        }
         Some(Command::Import { store, input }) => {
             return report(
                 tokio::task::spawn_blocking(move || import(&store, &input))
@@ -373,6 +387,37 @@ fn sandbox_receipt(
     println!("{}", payload.map_err(|e| e.to_string())?);
     eprintln!("sandbox store transaction id: {transaction_id}");
     Ok(())
+}
+
+fn verify(store: &StoreArgs) -> Result<(), String> {
+    let target = store.open()?;
+    let source = match target.stored_catalog().map_err(|e| e.to_string())? {
+        Some(stored) => stored.source_toml,
+        None => coffer_server::DEMO_CATALOG_TOML.to_owned(),
+    };
+    let catalog =
+        coffer_core::Catalog::from_toml(&source).map_err(|e| format!("stored catalog: {e}"))?;
+    let started = std::time::Instant::now();
+    let report = target.verify(&catalog).map_err(|e| e.to_string())?;
+    println!(
+        "verifier: {} ({} transactions, {} accounts checked in {} ms)",
+        if report.is_clean() {
+            "clean"
+        } else {
+            "VIOLATIONS"
+        },
+        report.transactions_checked,
+        report.accounts_checked,
+        started.elapsed().as_millis()
+    );
+    for violation in &report.violations {
+        println!("  {violation}");
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(format!("{} violations", report.violation_count))
+    }
 }
 
 fn report(result: Result<(), String>) -> ExitCode {

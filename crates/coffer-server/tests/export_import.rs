@@ -88,6 +88,11 @@ async fn a_redb_ledger_moves_to_postgres_intact() {
         export.to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
+    let (ok, text) = coffer(&["verify", "--data-dir", redb_dir.to_str().unwrap()]);
+    assert!(
+        ok && text.contains(&format!("verifier: clean ({transactions} transactions")),
+        "{text}"
+    );
     let (ok, text) = coffer(&[
         "import",
         "--store",
@@ -159,5 +164,24 @@ async fn a_redb_ledger_moves_to_postgres_intact() {
     assert!(
         !ok && text.contains("not empty"),
         "importing twice must be refused: {text}"
+    );
+
+    // `coffer verify` finds damage: an account row removed behind the ledger's back.
+    let (ok, text) = coffer(&["verify", "--store", &database.url]);
+    assert!(ok && text.contains("verifier: clean"), "{text}");
+    let url = database.url.clone();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .execute("DELETE FROM coffer_accounts WHERE account_id = 'bob'", &[])
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let (ok, text) = coffer(&["verify", "--store", &database.url]);
+    assert!(!ok, "a damaged ledger must fail verification: {text}");
+    assert!(
+        text.contains("bob has ledger entries but no stored account"),
+        "{text}"
     );
 }
