@@ -171,7 +171,9 @@ pub fn apply_batch(
         "batch of {} commands",
         commands.len()
     );
-    assert!(
+    // Storage guarantees this (`prepare_and_apply`); checked in debug builds only, because it
+    // repeats the whole prefetch on the writer's hot path.
+    debug_assert!(
         needed(commands, &loaded).is_empty(),
         "batch applied before its state was loaded"
     );

@@ -416,40 +416,30 @@ impl Store for PostgresStore {
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
         self.read(|client| {
             // One snapshot for the whole replay.
-            let mut txn = client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+            let mut txn = snapshot(client)?;
             let mut verifier = Verifier::new(catalog);
-            let mut after: i64 = 0;
-            loop {
-                let rows = txn.query("SELECT id, body FROM coffer_transactions WHERE id > $1 ORDER BY id LIMIT $2", &[&after, &SCAN_PAGE_LEN])?;
-                for row in &rows {
-                    verifier.transaction(&decode::<Transaction>("transaction", row.get::<_, &[u8]>(1))?);
-                    after = row.get(0);
-                }
-                if (rows.len() as i64) < SCAN_PAGE_LEN {
-                    break;
-                }
-            }
-            let mut after_account = String::new();
-            loop {
-                let rows = txn.query(
-                    "SELECT account_id, state FROM coffer_accounts WHERE account_id > $1 ORDER BY account_id LIMIT $2",
-                    &[&after_account, &SCAN_PAGE_LEN],
-                )?;
-                for row in &rows {
-                    let name: String = row.get(0);
-                    verifier.account(&AccountId::from_stored(&name), &decode("account", row.get::<_, &[u8]>(1))?);
-                    after_account = name;
-                }
-                if (rows.len() as i64) < SCAN_PAGE_LEN {
-                    break;
-                }
-            }
-            let next: i64 = txn.query_one("SELECT next_transaction_id FROM coffer_ledger_head WHERE id = 1", &[])?.get(0);
+            scan_transactions(&mut txn, &mut |transaction, _| {
+                verifier.transaction(&transaction);
+                Ok(())
+            })?;
+            scan_accounts(&mut txn, &mut |name, state| {
+                verifier.account(&AccountId::from_stored(&name), &state);
+                Ok(())
+            })?;
+            let next: i64 = txn
+                .query_one(
+                    "SELECT next_transaction_id FROM coffer_ledger_head WHERE id = 1",
+                    &[],
+                )?
+                .get(0);
             txn.commit()?;
             let mut report = verifier.finish();
             if next as u64 != report.transactions_checked + 1 {
                 report.violation_count += 1;
-                report.violations.push(format!("next transaction id is {next}, but {} transactions are stored", report.transactions_checked));
+                report.violations.push(format!(
+                    "next transaction id is {next}, but {} transactions are stored",
+                    report.transactions_checked
+                ));
             }
             Ok(report)
         })
@@ -460,42 +450,12 @@ impl Store for PostgresStore {
         sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.read(|client| {
-            let mut txn = client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+            let mut txn = snapshot(client)?;
             if let Some(row) = txn.query_opt("SELECT version, source FROM coffer_catalog WHERE id = 1", &[])? {
                 sink(LedgerRecord::Catalog { version: row.get::<_, i64>(0) as u64, source_toml: row.get(1) })?;
             }
-            let mut after: i64 = 0;
-            loop {
-                let rows = txn.query(
-                    "SELECT t.id, t.body, r.reversal_id FROM coffer_transactions t \
-                     LEFT JOIN coffer_reversals r ON r.original_id = t.id WHERE t.id > $1 ORDER BY t.id LIMIT $2",
-                    &[&after, &SCAN_PAGE_LEN],
-                )?;
-                for row in &rows {
-                    after = row.get(0);
-                    sink(LedgerRecord::Transaction {
-                        transaction: decode("transaction", row.get::<_, &[u8]>(1))?,
-                        reversed_by: row.get::<_, Option<i64>>(2).map(|id| id as u64),
-                    })?;
-                }
-                if (rows.len() as i64) < SCAN_PAGE_LEN {
-                    break;
-                }
-            }
-            let mut after_account = String::new();
-            loop {
-                let rows = txn.query(
-                    "SELECT account_id, state FROM coffer_accounts WHERE account_id > $1 ORDER BY account_id LIMIT $2",
-                    &[&after_account, &SCAN_PAGE_LEN],
-                )?;
-                for row in &rows {
-                    after_account = row.get(0);
-                    sink(LedgerRecord::Account { account_id: after_account.clone(), state: decode("account", row.get::<_, &[u8]>(1))? })?;
-                }
-                if (rows.len() as i64) < SCAN_PAGE_LEN {
-                    break;
-                }
-            }
+            scan_transactions(&mut txn, &mut |transaction, reversed_by| sink(LedgerRecord::Transaction { transaction, reversed_by }))?;
+            scan_accounts(&mut txn, &mut |account_id, state| sink(LedgerRecord::Account { account_id, state }))?;
             let (mut after_scope, mut after_key) = (String::new(), String::new());
             loop {
                 let rows = txn.query(
@@ -605,6 +565,61 @@ impl Store for PostgresStore {
             .spawn(move || listen(&url, &sender))
             .expect("spawning the listener thread");
         Some(receiver)
+    }
+}
+
+/// A read-only transaction over one consistent snapshot, for whole-ledger scans.
+fn snapshot(client: &mut Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?)
+}
+
+/// Every transaction in id order, with the id of its reversal, a page at a time.
+fn scan_transactions(
+    txn: &mut postgres::Transaction<'_>,
+    each: &mut dyn FnMut(Transaction, Option<u64>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after: i64 = 0;
+    loop {
+        let rows = txn.query(
+            "SELECT t.id, t.body, r.reversal_id FROM coffer_transactions t \
+             LEFT JOIN coffer_reversals r ON r.original_id = t.id WHERE t.id > $1 ORDER BY t.id LIMIT $2",
+            &[&after, &SCAN_PAGE_LEN],
+        )?;
+        for row in &rows {
+            after = row.get(0);
+            each(
+                decode("transaction", row.get::<_, &[u8]>(1))?,
+                row.get::<_, Option<i64>>(2).map(|id| id as u64),
+            )?;
+        }
+        if (rows.len() as i64) < SCAN_PAGE_LEN {
+            return Ok(());
+        }
+    }
+}
+
+/// Every account in name order, a page at a time.
+fn scan_accounts(
+    txn: &mut postgres::Transaction<'_>,
+    each: &mut dyn FnMut(String, AccountState) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after = String::new();
+    loop {
+        let rows = txn.query(
+            "SELECT account_id, state FROM coffer_accounts WHERE account_id > $1 ORDER BY account_id LIMIT $2",
+            &[&after, &SCAN_PAGE_LEN],
+        )?;
+        for row in &rows {
+            after = row.get(0);
+            each(after.clone(), decode("account", row.get::<_, &[u8]>(1))?)?;
+        }
+        if (rows.len() as i64) < SCAN_PAGE_LEN {
+            return Ok(());
+        }
     }
 }
 
