@@ -95,6 +95,8 @@ pub struct TestServer {
     catalog_path: Option<PathBuf>,
     /// Receipt settings replacing the development default (sandbox store only).
     receipts: Option<coffer_server::ReceiptSettings>,
+    /// The fault switch the redb file sits behind, if any.
+    storage_faults: Option<coffer_store::StorageFaults>,
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
     /// The development admin key the server generated.
@@ -140,6 +142,7 @@ impl TestServer {
             data_dir,
             catalog_path: None,
             receipts: None,
+            storage_faults: None,
             endpoint: String::new(),
             admin_key: String::new(),
         };
@@ -154,6 +157,7 @@ impl TestServer {
         if let Some(receipts) = &self.receipts {
             config.receipts = receipts.clone();
         }
+        config.storage_faults = self.storage_faults.clone();
         let running = coffer_server::start(config).await.expect("server starts");
         self.endpoint = format!("http://{}", running.local_addr);
         self.admin_key = running
@@ -176,6 +180,28 @@ impl TestServer {
         CofferClient::connect(self.endpoint.clone())
             .await
             .expect("client connects")
+    }
+
+    /// A redb server whose file sits behind `faults`: the test decides when writes, syncs or
+    /// space fail.
+    pub async fn start_with_faults(faults: coffer_store::StorageFaults) -> TestServer {
+        let mut server = TestServer {
+            server: None,
+            database: None,
+            data_dir: tempfile::tempdir().expect("temporary directory"),
+            catalog_path: None,
+            receipts: None,
+            storage_faults: Some(faults),
+            endpoint: String::new(),
+            admin_key: String::new(),
+        };
+        server.boot().await;
+        server
+    }
+
+    /// Takes the server off its fault switch (effective at the next restart).
+    pub fn remove_faults(&mut self) {
+        self.storage_faults = None;
     }
 
     /// Restarts the server on the same data with these receipt settings.

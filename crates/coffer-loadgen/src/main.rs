@@ -17,6 +17,8 @@ use serde::Serialize;
 const CONCURRENCY_MAX: usize = 4_096;
 /// Players granted per Execute call while preparing.
 const SETUP_GRANTS_PER_CALL: usize = 200;
+/// Execute calls in flight while preparing players.
+const SETUP_CALLS_IN_FLIGHT: usize = 16;
 /// Latencies are recorded in microseconds from 1 µs up to this (longer ones are clamped).
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Coins granted to each player before the run.
@@ -52,6 +54,25 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Phases to run, in order: noop, purchase, mixed, postgres (postgres needs --postgres-url).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "noop,purchase,mixed,postgres"
+    )]
+    phases: Vec<Phase>,
+    /// After the phases, grow the data to each of these player counts (each player gets an
+    /// opening and a grant transaction) and run the purchase phase again at each size.
+    #[arg(long, value_delimiter = ',')]
+    scale_players: Vec<usize>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Noop,
+    Purchase,
+    Mixed,
+    Postgres,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -177,23 +198,49 @@ fn ended<T>(result: Result<T, ClientError>, expected: &[Rejection]) -> Ended {
     }
 }
 
-async fn prepare_players(admin: &mut CofferClient, players: usize) -> Result<(), ClientError> {
-    for first in (0..players).step_by(SETUP_GRANTS_PER_CALL) {
-        let operations = (first..(first + SETUP_GRANTS_PER_CALL).min(players))
-            .map(|p| pb::Operation {
-                operation: Some(pb::operation::Operation::Grant(pb::GrantOperation {
-                    player_id: format!("p{p}"),
-                    contents: Some(pb::Contents {
-                        currencies: coffer_client::money(&[("coins", SETUP_COINS)]),
-                        items: vec![],
-                    }),
-                })),
-            })
-            .collect();
-        admin
-            .execute(operations, "load test setup", &format!("setup-{first}"))
-            .await?;
+/// Grants coins to players `from..to` (their first transactions: an opening and a grant each).
+async fn prepare_players(
+    connections: &[CofferClient],
+    from: usize,
+    to: usize,
+) -> Result<(), ClientError> {
+    let mut calls = tokio::task::JoinSet::new();
+    for (call, first) in (from..to).step_by(SETUP_GRANTS_PER_CALL).enumerate() {
+        if calls.len() >= SETUP_CALLS_IN_FLIGHT
+            && let Some(done) = calls.join_next().await
+        {
+            done.expect("setup task")?;
+        }
+        let mut admin = connections[call % connections.len()].clone();
+        calls.spawn(async move {
+            grant_setup_coins(&mut admin, first, (first + SETUP_GRANTS_PER_CALL).min(to)).await
+        });
     }
+    while let Some(done) = calls.join_next().await {
+        done.expect("setup task")?;
+    }
+    Ok(())
+}
+
+async fn grant_setup_coins(
+    admin: &mut CofferClient,
+    first: usize,
+    end: usize,
+) -> Result<(), ClientError> {
+    let operations = (first..end)
+        .map(|p| pb::Operation {
+            operation: Some(pb::operation::Operation::Grant(pb::GrantOperation {
+                player_id: format!("p{p}"),
+                contents: Some(pb::Contents {
+                    currencies: coffer_client::money(&[("coins", SETUP_COINS)]),
+                    items: vec![],
+                }),
+            })),
+        })
+        .collect();
+    admin
+        .execute(operations, "load test setup", &format!("setup-{first}"))
+        .await?;
     Ok(())
 }
 
@@ -256,6 +303,110 @@ async fn postgres_baseline(url: &str, args: &Args) -> Result<PhaseResult, tokio_
     .await)
 }
 
+async fn noop_phase(args: &Args, channels: &Arc<Vec<tonic::transport::Channel>>) -> PhaseResult {
+    let health = Arc::clone(channels);
+    run_phase("no-op gRPC call (baseline)", args, move |worker, _| {
+        let channel = health[worker % health.len()].clone();
+        async move {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+            match client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                Ok(_) => Ended::Ok,
+                Err(status) => Ended::Unexpected(status.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Purchases of one potion by players drawn uniformly from the first `players`.
+async fn purchase_phase(
+    name: &str,
+    args: &Args,
+    connections: &[CofferClient],
+    players: usize,
+) -> PhaseResult {
+    let connections = Arc::new(connections.to_vec());
+    let players = players as u64;
+    let phase_tag = name.len() as u64;
+    run_phase(name, args, move |worker, sequence| {
+        let mut client = connections[worker % connections.len()].clone();
+        async move {
+            let mut rng =
+                Rng(0x51_7cc1_b727_220a ^ ((worker as u64) << 32) ^ sequence ^ (phase_tag << 56));
+            let player = format!("p{}", rng.below(players));
+            let key = format!("buy-{phase_tag}-w{worker}-{sequence}");
+            ended(
+                client
+                    .purchase(&player, "potion", &[("coins", 10)], &key)
+                    .await,
+                &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+            )
+        }
+    })
+    .await
+}
+
+async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> PhaseResult {
+    let mixed = Arc::new(connections.to_vec());
+    let mix = Arc::new(mix.to_vec());
+    let players = args.players as u64;
+    run_phase("coffer mixed workload", args, move |worker, sequence| {
+        let mut client = mixed[worker % mixed.len()].clone();
+        let mix = Arc::clone(&mix);
+        async move {
+            let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
+            let player = format!("p{}", rng.below(players));
+            let key = format!("mix-w{worker}-{sequence}");
+            let mut pick = rng.below(mix.iter().sum());
+            let mut kind = 0;
+            while pick >= mix[kind] {
+                pick -= mix[kind];
+                kind += 1;
+            }
+            match kind {
+                0 => ended(
+                    client
+                        .purchase(&player, "potion", &[("coins", 10)], &key)
+                        .await,
+                    &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+                ),
+                1 => {
+                    let level = 1 + rng.below(5) as u32;
+                    let price: &[(&str, i64)] = match level {
+                        1 => &[("coins", 50)],
+                        2 => &[("coins", 120)],
+                        3 => &[("coins", 300)],
+                        4 => &[("coins", 600), ("gems", 2)],
+                        _ => &[("coins", 1_200), ("gems", 5)],
+                    };
+                    ended(
+                        client
+                            .upgrade(&player, "speed_boots", level, price, &key)
+                            .await,
+                        &[
+                            Rejection::LevelChanged,
+                            Rejection::MaxLevelReached,
+                            Rejection::InsufficientFunds,
+                            Rejection::PriceChanged,
+                        ],
+                    )
+                }
+                2 => ended(
+                    client.claim_reward(&player, "coin_pickup", &key).await,
+                    &[Rejection::RateLimited, Rejection::CapExceeded],
+                ),
+                _ => ended(client.wallet(&player).await, &[]),
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -306,7 +457,7 @@ async fn main() -> std::process::ExitCode {
         connections.push(client.with_token(&admin_key).expect("admin key"));
     }
     let mut admin = connections[0].clone();
-    if let Err(error) = prepare_players(&mut admin, args.players).await {
+    if let Err(error) = prepare_players(&connections, 0, args.players).await {
         eprintln!("preparing players failed: {error}");
         return std::process::ExitCode::FAILURE;
     }
@@ -335,111 +486,51 @@ async fn main() -> std::process::ExitCode {
         channels
     };
     let health = Arc::new(channels);
-    results.push(
-        run_phase("no-op gRPC call (baseline)", &args, move |worker, _| {
-            let channel = health[worker % health.len()].clone();
-            async move {
-                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                match client
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    Ok(_) => Ended::Ok,
-                    Err(status) => Ended::Unexpected(status.to_string()),
-                }
+    for phase in &args.phases {
+        let result = match phase {
+            Phase::Noop => noop_phase(&args, &health).await,
+            Phase::Purchase => {
+                purchase_phase(
+                    "coffer purchase (durable)",
+                    &args,
+                    &connections,
+                    args.players,
+                )
+                .await
             }
-        })
-        .await,
-    );
-
-    let purchase_only = Arc::new(connections.clone());
-    let players = args.players as u64;
-    results.push(
-        run_phase(
-            "coffer purchase (durable)",
-            &args,
-            move |worker, sequence| {
-                let mut client = purchase_only[worker % purchase_only.len()].clone();
-                async move {
-                    let mut rng = Rng(0x51_7cc1_b727_220a ^ ((worker as u64) << 32) ^ sequence);
-                    let player = format!("p{}", rng.below(players));
-                    let key = format!("buy-w{worker}-{sequence}");
-                    ended(
-                        client
-                            .purchase(&player, "potion", &[("coins", 10)], &key)
-                            .await,
-                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
-                    )
-                }
-            },
-        )
-        .await,
-    );
-
-    let mixed = Arc::new(connections.clone());
-    let mix = Arc::new(mix);
-    results.push(
-        run_phase("coffer mixed workload", &args, move |worker, sequence| {
-            let mut client = mixed[worker % mixed.len()].clone();
-            let mix = Arc::clone(&mix);
-            async move {
-                let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
-                let player = format!("p{}", rng.below(players));
-                let key = format!("mix-w{worker}-{sequence}");
-                let mut pick = rng.below(mix.iter().sum());
-                let mut kind = 0;
-                while pick >= mix[kind] {
-                    pick -= mix[kind];
-                    kind += 1;
-                }
-                match kind {
-                    0 => ended(
-                        client
-                            .purchase(&player, "potion", &[("coins", 10)], &key)
-                            .await,
-                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
-                    ),
-                    1 => {
-                        let level = 1 + rng.below(5) as u32;
-                        let price: &[(&str, i64)] = match level {
-                            1 => &[("coins", 50)],
-                            2 => &[("coins", 120)],
-                            3 => &[("coins", 300)],
-                            4 => &[("coins", 600), ("gems", 2)],
-                            _ => &[("coins", 1_200), ("gems", 5)],
-                        };
-                        ended(
-                            client
-                                .upgrade(&player, "speed_boots", level, price, &key)
-                                .await,
-                            &[
-                                Rejection::LevelChanged,
-                                Rejection::MaxLevelReached,
-                                Rejection::InsufficientFunds,
-                                Rejection::PriceChanged,
-                            ],
-                        )
+            Phase::Mixed => mixed_phase(&args, &connections, &mix).await,
+            Phase::Postgres => match &args.postgres_url {
+                Some(url) => match postgres_baseline(url, &args).await {
+                    Ok(result) => result,
+                    Err(error) => {
+                        eprintln!("PostgreSQL baseline failed: {error}");
+                        return std::process::ExitCode::FAILURE;
                     }
-                    2 => ended(
-                        client.claim_reward(&player, "coin_pickup", &key).await,
-                        &[Rejection::RateLimited, Rejection::CapExceeded],
-                    ),
-                    _ => ended(client.wallet(&player).await, &[]),
-                }
-            }
-        })
-        .await,
-    );
-
-    if let Some(url) = &args.postgres_url {
-        match postgres_baseline(url, &args).await {
-            Ok(result) => results.push(result),
-            Err(error) => eprintln!("PostgreSQL baseline failed: {error}"),
-        }
+                },
+                None => continue,
+            },
+        };
+        results.push(result);
     }
-
+    let mut prepared = args.players;
+    for &players in &args.scale_players {
+        if players > prepared {
+            let started = Instant::now();
+            if let Err(error) = prepare_players(&connections, prepared, players).await {
+                eprintln!("preparing players failed: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+            if !args.json {
+                eprintln!(
+                    "  grew to {players} players in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            prepared = players;
+        }
+        let name = format!("purchase @ {players} players");
+        results.push(purchase_phase(&name, &args, &connections, players).await);
+    }
     let report = match admin.verify_ledger().await {
         Ok(report) => report,
         Err(error) => {
@@ -456,7 +547,11 @@ async fn main() -> std::process::ExitCode {
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
-        let ceiling = results.first().map(|r| r.per_second).unwrap_or(0.0);
+        // Ratios are to the no-op ceiling of this same run; without that phase there is none.
+        let ceiling = results
+            .iter()
+            .find(|r| r.name.starts_with("no-op"))
+            .map(|r| r.per_second);
         println!(
             "{:<32} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
             "phase",
@@ -479,7 +574,7 @@ async fn main() -> std::process::ExitCode {
                 r.p90_us as f64 / 1000.0,
                 r.p99_us as f64 / 1000.0,
                 r.p999_us as f64 / 1000.0,
-                100.0 * r.per_second / ceiling.max(1.0),
+                ceiling.map_or(f64::NAN, |c| 100.0 * r.per_second / c.max(1.0)),
                 r.unexpected_errors
             );
         }

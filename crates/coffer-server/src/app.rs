@@ -42,7 +42,9 @@ impl App {
                 "the server is shutting down; nothing was changed, retry with the same idempotency key".to_owned(),
             )),
             Err(WriteError::CommitFailed(_) | WriteError::Store(_)) => Err(ApiError::Unavailable(
-                "the commit failed; nothing was changed, retry with the same idempotency key".to_owned(),
+                // After a failed fsync the commit may still reach the disk: only a retry with
+                // the same key can tell, and it returns the original outcome if it did.
+                "the commit could not be confirmed; retry with the same idempotency key".to_owned(),
             )),
             Err(WriteError::Catalog(e)) => Err(ApiError::Internal(format!("catalog error on a command: {e}"))),
         }

@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 pub mod receipts;
 pub mod settings;
+pub mod startup_check;
 mod wallet;
 mod writer;
 
@@ -29,7 +30,6 @@ use coffer_proto::v1::{
 use coffer_store::{PostgresStore, RedbStore, Store, StoreError, StoredCatalog};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use auth::rate::Limits;
 pub use auth::{Caller, Role};
@@ -70,6 +70,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Which real-money stores receipts are accepted from, and the refund policy.
     pub receipts: ReceiptSettings,
+    /// How long the start may wait for the ledger check (0 turns it off); past it the server
+    /// serves and the check finishes in the background.
+    pub startup_check_time_limit_ms: u64,
+    /// Puts the redb file behind this fault switch, so reliability tests can make writes, syncs
+    /// or space fail while clients call. Never set in production.
+    pub storage_faults: Option<coffer_store::StorageFaults>,
 }
 
 impl Config {
@@ -87,6 +93,8 @@ impl Config {
                 sandbox: SandboxStore::GeneratedInDataDir,
                 ..ReceiptSettings::default()
             },
+            startup_check_time_limit_ms: startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT,
+            storage_faults: None,
         }
     }
 }
@@ -130,6 +138,15 @@ pub enum ServerError {
     /// Building the reflection service failed.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The startup check found a stored ledger that breaks an invariant.
+    #[error(
+        "the stored ledger breaks {count} invariant(s), so the server will not serve it: {first}. \
+         Run `coffer verify` for the full report; restore from a backup or investigate before starting"
+    )]
+    LedgerViolations { count: u64, first: String },
+    /// The startup check's thread died without an answer.
+    #[error("the startup integrity check crashed; the server log has the details")]
+    StartupCheckCrashed,
 }
 
 /// A server running in the background of the current tokio runtime.
@@ -228,12 +245,22 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 Arc::new(store)
             }
             None => {
-                let store = RedbStore::open(&store_config.data_dir)?;
+                let store = match &store_config.storage_faults {
+                    None => RedbStore::open(&store_config.data_dir)?,
+                    Some(faults) => {
+                        RedbStore::open_with_faults(&store_config.data_dir, faults.clone())?
+                    }
+                };
                 tracing::info!(path = %store.path().display(), "database open");
                 Arc::new(store)
             }
         };
         let catalog = choose_catalog(&store_config, store.as_ref())?;
+        startup_check::run(
+            &store,
+            &catalog.catalog,
+            store_config.startup_check_time_limit_ms,
+        )?;
         Ok((store, catalog))
     })
     .await
@@ -357,9 +384,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .add_service(wallet)
         .add_service(admin);
     tracing::info!(%local_addr, "coffer listening");
+    // Without TCP_NODELAY a response's trailers wait for the client's delayed ACK (~40 ms on
+    // Linux): that was a p99.9 of 44 ms on every call, the no-op one included.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tokio::spawn(async move {
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = shutdown_signal.await;
                 tracing::info!("shutting down: no new connections, finishing requests in flight");
                 let _ = stop_streams.send(true);

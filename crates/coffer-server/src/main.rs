@@ -460,6 +460,10 @@ fn config_from(args: &Args) -> Result<Config, String> {
         limits: file.limits.clone(),
         tls: file.tls.clone(),
         receipts: file.receipts()?,
+        startup_check_time_limit_ms: file
+            .startup_check_time_limit_ms
+            .unwrap_or(coffer_server::startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT),
+        storage_faults: None,
     })
 }
 

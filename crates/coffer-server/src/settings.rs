@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub catalog: Option<PathBuf>,
     /// `redb` or a PostgreSQL URL.
     pub store: Option<String>,
+    /// How long a start may wait for the ledger check (0 turns it off) [default: 10000].
+    pub startup_check_time_limit_ms: Option<u64>,
     pub security: FileSecurity,
     #[serde(default)]
     pub limits: Limits,

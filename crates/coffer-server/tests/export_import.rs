@@ -184,4 +184,21 @@ async fn a_redb_ledger_moves_to_postgres_intact() {
         text.contains("bob has ledger entries but no stored account"),
         "{text}"
     );
+
+    // The startup check refuses to serve the damaged ledger, and says why.
+    let mut config = coffer_server::Config::development(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("pg-node-after-damage"),
+    );
+    config.postgres_url = Some(database.url.clone());
+    match coffer_server::start(config).await {
+        Err(error @ coffer_server::ServerError::LedgerViolations { .. }) => assert!(
+            error
+                .to_string()
+                .contains("bob has ledger entries but no stored account"),
+            "{error}"
+        ),
+        Err(other) => panic!("expected the startup check to refuse the ledger, got {other}"),
+        Ok(_) => panic!("a server started on a damaged ledger"),
+    }
 }

@@ -13,6 +13,9 @@ pub enum StoreError {
     /// An import was asked of a store that already holds a ledger.
     #[error("the target store is not empty; import only into a new database")]
     NotEmpty,
+    /// The database is being opened again after a storage error; retry shortly.
+    #[error("the database is reopening after a storage error")]
+    Reopening,
     /// Another process holds the database open.
     #[error("the database {0} is already open in another process")]
     AlreadyOpen(String),

@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod faults;
 mod postgres_store;
 mod record;
 mod redb_store;
 
 pub use error::StoreError;
+pub use faults::{Fault, StorageFaults};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{DATABASE_FILE_NAME, RedbStore};
 

@@ -1,7 +1,10 @@
 //! The embedded default: one redb file. Every batch is one write transaction with
 //! `Durability::Immediate` and two-phase commit, so an acknowledged batch survives power loss.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -10,6 +13,7 @@ use coffer_core::{
     StoredOutcome, Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
+use crate::faults::{FaultyFile, StorageFaults};
 use crate::record::{decode, encode};
 use crate::{
     IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
@@ -35,30 +39,113 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const NEXT_TRANSACTION_ID: &str = "next_transaction_id";
 const CATALOG: &str = "catalog";
 
+/// Most account states kept in [`AccountCache`] (a few hundred bytes each).
+pub const ACCOUNT_CACHE_LEN_MAX: usize = 262_144;
+
 /// The redb-backed [`Store`].
 pub struct RedbStore {
-    db: Database,
+    /// `None` while a reopen after an I/O error has not succeeded yet.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Set by a failed write: redb refuses further work after an I/O error until the database
+    /// is opened again, which also recovers the last durable commit from the file.
+    broken: AtomicBool,
     path: PathBuf,
+    faults: Option<StorageFaults>,
+    accounts: Mutex<AccountCache>,
+}
+
+/// Account states as of the last commit, for the writer. The system accounts are in every batch
+/// and players buy in bursts, so most loads never reach the B-tree. Only `commit_batch` uses it,
+/// and it learns a batch's states only after that batch's commit succeeded, so it never holds
+/// anything that is not on disk. This process is the file's only writer (redb locks the file).
+#[derive(Default)]
+struct AccountCache {
+    states: HashMap<AccountId, Option<AccountState>>,
+}
+
+impl AccountCache {
+    fn remember(&mut self, id: &AccountId, state: Option<AccountState>) {
+        if self.states.len() >= ACCOUNT_CACHE_LEN_MAX && !self.states.contains_key(id) {
+            // Forgetting players wholesale is crude but O(1) amortized; system accounts stay.
+            self.states.retain(|id, _| id.is_system());
+        }
+        self.states.insert(id.clone(), state);
+    }
 }
 
 impl RedbStore {
     /// Opens (or creates) `coffer.redb` in `data_dir`, creating the directory if needed.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        Self::open_inner(data_dir, None)
+    }
+
+    /// Like [`RedbStore::open`], with every file operation behind a fault switch (reliability
+    /// tests).
+    pub fn open_with_faults(
+        data_dir: &Path,
+        faults: StorageFaults,
+    ) -> Result<RedbStore, StoreError> {
+        Self::open_inner(data_dir, Some(faults))
+    }
+
+    fn open_inner(data_dir: &Path, faults: Option<StorageFaults>) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
             path: data_dir.display().to_string(),
             source,
         })?;
         let path = data_dir.join(DATABASE_FILE_NAME);
-        let db = match Database::create(&path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::AlreadyOpen(path.display().to_string()));
-            }
-            Err(e) => return Err(StoreError::Engine(e.into())),
+        let db = open_database(&path, faults.as_ref())?;
+        let store = RedbStore {
+            db: RwLock::new(Some(Arc::new(db))),
+            broken: AtomicBool::new(false),
+            path,
+            faults,
+            accounts: Mutex::default(),
         };
-        let store = RedbStore { db, path };
         store.create_tables()?;
         Ok(store)
+    }
+
+    /// The open database, reopened first if a write failed since.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        match &*self.db.read().expect("database lock poisoned") {
+            Some(db) => Ok(Arc::clone(db)),
+            None => Err(StoreError::Reopening),
+        }
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().expect("database lock poisoned");
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // The old handle must close (and release the file lock) before the file opens again.
+        if let Some(old) = slot.take()
+            && let Err(still_used) = Arc::try_unwrap(old)
+        {
+            *slot = Some(still_used);
+            return Err(StoreError::Reopening);
+        }
+        let db = open_database(&self.path, self.faults.as_ref())?;
+        *slot = Some(Arc::new(db));
+        self.broken.store(false, Ordering::SeqCst);
+        tracing::warn!(path = %self.path.display(), "database reopened after a storage error");
+        Ok(())
+    }
+
+    /// Records that a write failed: the next call reopens the database, and the account cache
+    /// is dropped, as the file (not this process) now says what was committed.
+    fn write_failed(&self, error: StoreError) -> StoreError {
+        self.broken.store(true, Ordering::SeqCst);
+        self.accounts
+            .lock()
+            .expect("account cache poisoned")
+            .states
+            .clear();
+        error
     }
 
     /// Where the database file lives.
@@ -67,7 +154,7 @@ impl RedbStore {
     }
 
     fn create_tables(&self) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.open_table(ACCOUNTS)?;
         txn.open_table(TRANSACTIONS)?;
@@ -95,16 +182,50 @@ impl RedbStore {
     }
 }
 
-impl Store for RedbStore {
-    fn commit_batch(
+/// Opens the file, through the fault switch when there is one.
+fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database, StoreError> {
+    let opened = match faults {
+        None => Database::create(path),
+        Some(faults) => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(redb::DatabaseError::from)
+            .and_then(|file| FaultyFile::new(file, faults.clone()))
+            .and_then(|file| Database::builder().create_with_backend(file)),
+    };
+    match opened {
+        Ok(mut db) => {
+            // Every page's checksum, before anything is served from the file.
+            if !db
+                .check_integrity()
+                .map_err(|e| StoreError::Engine(e.into()))?
+            {
+                tracing::warn!(path = %path.display(), "database pages were damaged and have been repaired");
+            }
+            Ok(db)
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            Err(StoreError::AlreadyOpen(path.display().to_string()))
+        }
+        Err(e) => Err(StoreError::Engine(e.into())),
+    }
+}
+
+impl RedbStore {
+    fn try_commit_batch(
         &self,
         commands: &[Command],
         catalog: &Catalog,
         now_unix_ms: i64,
     ) -> Result<BatchResult, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_two_phase_commit(true);
+        let mut cache = self.accounts.lock().expect("account cache poisoned");
+        let mut fetched = Vec::new();
         let result = {
             let mut accounts = txn.open_table(ACCOUNTS)?;
             let mut transactions = txn.open_table(TRANSACTIONS)?;
@@ -124,9 +245,18 @@ impl Store for RedbStore {
             let result =
                 prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
                     for id in &missing.accounts {
-                        let state = match accounts.get(id.as_str())? {
-                            Some(bytes) => Some(decode::<AccountState>("account", bytes.value())?),
-                            None => None,
+                        let state = match cache.states.get(id) {
+                            Some(state) => state.clone(),
+                            None => {
+                                let state = match accounts.get(id.as_str())? {
+                                    Some(bytes) => {
+                                        Some(decode::<AccountState>("account", bytes.value())?)
+                                    }
+                                    None => None,
+                                };
+                                fetched.push((id.clone(), state.clone()));
+                                state
+                            }
                         };
                         loaded.accounts.insert(id.clone(), state);
                     }
@@ -177,11 +307,17 @@ impl Store for RedbStore {
             result
         };
         txn.commit()?;
+        for (id, state) in fetched {
+            cache.remember(&id, state);
+        }
+        for (id, state) in &result.changes.accounts {
+            cache.remember(id, Some(state.clone()));
+        }
         Ok(result)
     }
 
-    fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+    fn try_save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_two_phase_commit(true);
         {
@@ -192,9 +328,26 @@ impl Store for RedbStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+impl Store for RedbStore {
+    fn commit_batch(
+        &self,
+        commands: &[Command],
+        catalog: &Catalog,
+        now_unix_ms: i64,
+    ) -> Result<BatchResult, StoreError> {
+        self.try_commit_batch(commands, catalog, now_unix_ms)
+            .map_err(|error| self.write_failed(error))
+    }
+
+    fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
+        self.try_save_catalog(catalog)
+            .map_err(|error| self.write_failed(error))
+    }
 
     fn stored_catalog(&self) -> Result<Option<StoredCatalog>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let Some(bytes) = meta.get(CATALOG)? else {
             return Ok(None);
@@ -207,7 +360,7 @@ impl Store for RedbStore {
     }
 
     fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let accounts = txn.open_table(ACCOUNTS)?;
         match accounts.get(id.as_str())? {
             Some(bytes) => Ok(Some(decode("account", bytes.value())?)),
@@ -216,7 +369,7 @@ impl Store for RedbStore {
     }
 
     fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let reversals = txn.open_table(REVERSALS)?;
         let Some(bytes) = transactions.get(id)? else {
@@ -234,7 +387,7 @@ impl Store for RedbStore {
         before_version: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let history = txn.open_table(HISTORY)?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let name = player.as_str();
@@ -255,7 +408,7 @@ impl Store for RedbStore {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let history = txn.open_table(HISTORY)?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let name = player.as_str();
@@ -274,7 +427,7 @@ impl Store for RedbStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let Some(start) = after_id.checked_add(1) else {
             return Ok(Vec::new());
@@ -287,7 +440,7 @@ impl Store for RedbStore {
     }
 
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let accounts = txn.open_table(ACCOUNTS)?;
         let meta = txn.open_table(META)?;
@@ -320,7 +473,7 @@ impl Store for RedbStore {
         &self,
         sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         if let Some(bytes) = meta.get(CATALOG)? {
             let (version, source_toml): (u64, String) = decode("catalog", bytes.value())?;
@@ -363,7 +516,7 @@ impl Store for RedbStore {
         records: &mut dyn Iterator<Item = Result<LedgerRecord, StoreError>>,
     ) -> Result<u64, StoreError> {
         {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
                 || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
             {
@@ -373,7 +526,7 @@ impl Store for RedbStore {
         let mut next_id = 1u64;
         let mut records = records.peekable();
         while records.peek().is_some() {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.db()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut meta = txn.open_table(META)?;
