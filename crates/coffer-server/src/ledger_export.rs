@@ -197,3 +197,89 @@ pub async fn wait_for_exports(exports: &Semaphore) {
         .await
         .expect("the export semaphore is never closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_sender(
+        capacity: usize,
+    ) -> (ChunkSender, mpsc::Receiver<Message>, watch::Sender<bool>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let (stop, stopping) = watch::channel(false);
+        let out = ChunkSender {
+            runtime: tokio::runtime::Handle::current(),
+            sender,
+            stopping,
+            buffer: Vec::new(),
+            interrupted: None,
+        };
+        (out, receiver, stop)
+    }
+
+    /// Bytes 0, 1, 2, … wrapping, so a lost, repeated or reordered byte shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_does_not_read_stops_the_writer_at_the_queue_bound() {
+        let (mut out, mut receiver, _stop) = chunk_sender(EXPORT_CHUNKS_BUFFERED);
+        let total = EXPORT_CHUNK_BYTES_MAX * 20 + 123;
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let progress = Arc::clone(&written);
+        let writer = tokio::task::spawn_blocking(move || {
+            for piece in pattern(total).chunks(1000) {
+                out.write_all(piece)?;
+                progress.fetch_add(piece.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+            out.flush()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Blocked: the queue is full and one more chunk waits to be sent; nothing else was
+        // produced, however long the reader waits.
+        let held = written.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(!writer.is_finished());
+        assert!(
+            held <= EXPORT_CHUNK_BYTES_MAX * (EXPORT_CHUNKS_BUFFERED + 2),
+            "{held} bytes produced while nothing was read"
+        );
+        let mut received = Vec::new();
+        while let Some(message) = receiver.recv().await {
+            let data = message.unwrap().data;
+            assert!(!data.is_empty() && data.len() <= EXPORT_CHUNK_BYTES_MAX);
+            received.extend_from_slice(&data);
+        }
+        writer.await.unwrap().unwrap();
+        assert_eq!(received, pattern(total));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_leaves_ends_the_writer() {
+        let (mut out, mut receiver, _stop) = chunk_sender(1);
+        let writer = tokio::task::spawn_blocking(move || {
+            let result = out.write_all(&pattern(EXPORT_CHUNK_BYTES_MAX * 10));
+            (result, out.interrupted)
+        });
+        assert!(receiver.recv().await.is_some());
+        drop(receiver);
+        let (result, interrupted) = writer.await.unwrap();
+        assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+        assert_eq!(interrupted, Some(Interrupted::ClientGone));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_a_writer_waiting_on_a_full_queue() {
+        let (mut out, _receiver, stop) = chunk_sender(1);
+        let writer = tokio::task::spawn_blocking(move || {
+            let result = out.write_all(&pattern(EXPORT_CHUNK_BYTES_MAX * 10));
+            (result, out.interrupted)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!writer.is_finished());
+        stop.send(true).unwrap();
+        let (result, interrupted) = writer.await.unwrap();
+        assert!(result.is_err());
+        assert_eq!(interrupted, Some(Interrupted::ServerStopping));
+    }
+}
