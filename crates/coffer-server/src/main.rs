@@ -238,9 +238,7 @@ async fn backup(endpoint: String, admin_key: String, output: PathBuf) -> Result<
             tokio::task::block_in_place(|| -> std::io::Result<()> {
                 out.flush()?;
                 out.get_ref().sync_all()?;
-                std::fs::rename(&partial, &output)?;
-                // The rename itself must reach the disk before the backup is reported done.
-                std::fs::File::open(&directory)?.sync_all()
+                std::fs::rename(&partial, &output)
             })
             .map_err(|e| format!("{}: {e}", output.display()))?;
             Ok(summary)
@@ -255,6 +253,15 @@ async fn backup(endpoint: String, admin_key: String, output: PathBuf) -> Result<
             ));
         }
     };
+    // The rename itself must reach the disk before the backup is reported done.
+    std::fs::File::open(&directory)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|e| {
+            format!(
+                "the backup is in {}, but syncing its directory failed: {e}",
+                output.display()
+            )
+        })?;
     println!(
         "backup complete: {} transactions (ids 1..={}), {} records, {} bytes written to {}",
         summary.transactions,
