@@ -704,7 +704,7 @@ async fn shutdown_ends_a_running_export_and_closes_the_database() {
         Err(Code::Unavailable),
         "an export cut short ends with UNAVAILABLE, never as if complete"
     );
-    // The export's snapshot is gone with it: the database opens at once.
+    // Nothing of the export outlives the server: the database file opens right away.
     let store = coffer_store::RedbStore::open(dir.path()).expect("the database is closed");
     drop(store);
 }
