@@ -72,6 +72,13 @@ pub enum ClientError {
     /// The connection could not be made.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A ledger export ended before the server confirmed it complete; what was received is not
+    /// a usable backup. Retrying takes a new one.
+    #[error("incomplete export: {0}")]
+    IncompleteExport(String),
+    /// Writing what the server sent failed (a local I/O error).
+    #[error("writing the export failed: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl ClientError {
@@ -81,6 +88,8 @@ impl ClientError {
             ClientError::Rejected { code, .. } => *code,
             ClientError::Status(status) => status.code(),
             ClientError::Transport(_) => tonic::Code::Unavailable,
+            ClientError::IncompleteExport(_) => tonic::Code::Aborted,
+            ClientError::Output(_) => tonic::Code::Unknown,
         }
     }
 
@@ -107,7 +116,9 @@ impl ClientError {
                 .get_details_error_info()
                 .filter(|info| info.domain == ERROR_DOMAIN && !info.reason.is_empty())
                 .map(|info| info.reason),
-            ClientError::Transport(_) => None,
+            ClientError::Transport(_)
+            | ClientError::IncompleteExport(_)
+            | ClientError::Output(_) => None,
         }
     }
 
@@ -511,6 +522,42 @@ impl CofferClient {
             .await?
             .into_inner()
             .payload)
+    }
+
+    /// An online backup (admin keys only): the whole ledger, read by the server from one
+    /// consistent snapshot while it keeps taking writes, as the export file `coffer import`
+    /// restores. `write` receives the file's bytes in order, as they arrive (a slow `write`
+    /// slows the server's export down rather than making it buffer). `Ok` comes only after
+    /// the server's summary has confirmed every byte; on any error, what `write` received is
+    /// not a complete backup.
+    pub async fn export_ledger(
+        &mut self,
+        mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<pb::ExportLedgerSummary, ClientError> {
+        let mut stream = self
+            .admin
+            .export_ledger(pb::ExportLedgerRequest {})
+            .await?
+            .into_inner();
+        let mut bytes = 0u64;
+        while let Some(message) = stream.message().await? {
+            if !message.data.is_empty() {
+                write(&message.data).map_err(ClientError::Output)?;
+                bytes += message.data.len() as u64;
+            }
+            if let Some(summary) = message.summary {
+                if summary.bytes != bytes {
+                    return Err(ClientError::IncompleteExport(format!(
+                        "received {bytes} bytes, the server sent {}",
+                        summary.bytes
+                    )));
+                }
+                return Ok(summary);
+            }
+        }
+        Err(ClientError::IncompleteExport(format!(
+            "the stream ended after {bytes} bytes without the server's summary"
+        )))
     }
 
     /// Replays the ledger on the server and reports every broken invariant.

@@ -311,6 +311,17 @@ impl pb::admin_service_server::AdminService for AdminApi {
         }))
     }
 
+    type ExportLedgerStream = crate::ledger_export::ExportStream;
+
+    async fn export_ledger(
+        &self,
+        request: Request<pb::ExportLedgerRequest>,
+    ) -> Result<Response<Self::ExportLedgerStream>, Status> {
+        let caller = caller_of(&request)?;
+        tracing::info!(caller = %caller.label(), "ledger export requested");
+        Ok(Response::new(crate::ledger_export::start(&self.app)?))
+    }
+
     async fn issue_player_token(
         &self,
         request: Request<pb::IssuePlayerTokenRequest>,

@@ -25,6 +25,9 @@ pub struct App {
     pub streams: Arc<StreamCounter>,
     /// Turns true when the server shuts down: open streams end so the shutdown can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// One permit per running ledger export (online backup); shutdown takes them all back
+    /// before it closes the store.
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {

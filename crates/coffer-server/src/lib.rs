@@ -13,6 +13,7 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 mod events;
+mod ledger_export;
 pub mod receipts;
 pub mod settings;
 pub mod startup_check;
@@ -34,6 +35,7 @@ use tokio::sync::oneshot;
 pub use auth::rate::Limits;
 pub use auth::{Caller, Role};
 pub use events::SUBSCRIBER_BUFFER_LEN;
+pub use ledger_export::{EXPORT_CHUNK_BYTES_MAX, EXPORT_CHUNKS_BUFFERED, EXPORTS_IN_FLIGHT_MAX};
 pub use receipts::{ReceiptSettings, SandboxStore};
 pub use settings::{Security, TlsFiles};
 pub use wallet::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
@@ -339,6 +341,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Arc::clone(&catalog),
         Arc::clone(&events),
     );
+    let exports = Arc::new(tokio::sync::Semaphore::new(EXPORTS_IN_FLIGHT_MAX));
     let app = Arc::new(App {
         store,
         writer,
@@ -349,6 +352,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         receipts,
         streams: Arc::default(),
         stopping,
+        exports: Arc::clone(&exports),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -395,6 +399,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 let _ = stop_streams.send(true);
             })
             .await;
+        // An export still running holds a snapshot of the store; it stops at its next chunk.
+        ledger_export::wait_for_exports(&exports).await;
         // The router (and with it every handle to the writer) is gone: the writer drains its
         // queue, commits the last batch and stops; then the last reference to the store drops.
         tokio::task::spawn_blocking(move || writer_thread.join())

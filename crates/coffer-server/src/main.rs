@@ -66,7 +66,8 @@ enum Command {
     /// Creates a random secret for signing player tokens.
     NewTokenSecret,
     /// Writes the whole ledger (catalog, transactions, accounts, idempotency outcomes) to a
-    /// JSON-lines file, from one consistent snapshot. Stop the server first when using redb.
+    /// JSON-lines file, from one consistent snapshot. Stop the server first when using redb; for
+    /// a running server use `coffer backup`.
     Export {
         #[command(flatten)]
         store: StoreArgs,
@@ -99,14 +100,29 @@ enum Command {
         #[arg(long, conflicts_with_all = ["player", "product"])]
         refund: Option<String>,
     },
-    /// Loads an export into an empty store (e.g. to move from redb to PostgreSQL), then runs
-    /// the ledger verifier on the result.
+    /// Loads an export or backup into an empty store (to restore a backup, or to move from redb
+    /// to PostgreSQL), then runs the ledger verifier on the result.
+    #[command(visible_alias = "restore")]
     Import {
         #[command(flatten)]
         store: StoreArgs,
-        /// File written by `coffer export`.
+        /// File written by `coffer export` or `coffer backup`.
         #[arg(long)]
         input: PathBuf,
+    },
+    /// Takes an online backup of a running server (AdminService/ExportLedger, admin key): the
+    /// whole ledger from one consistent snapshot while the server keeps taking writes, in the
+    /// format of `coffer export`. Restore it with `coffer import` (alias `coffer restore`).
+    Backup {
+        /// The server, e.g. http://127.0.0.1:50051.
+        #[arg(long, env = "COFFER_ENDPOINT")]
+        endpoint: String,
+        /// An API key with the admin role.
+        #[arg(long, env = "COFFER_ADMIN_KEY", hide_env_values = true)]
+        admin_key: String,
+        /// The backup file; written only once complete (a temporary file is renamed onto it).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Replays the whole ledger of a store and checks every invariant (sums per currency, caps,
     /// balances and inventories equal to the replay, versions, dense ids). Exits 1 on any
@@ -141,70 +157,34 @@ impl StoreArgs {
     }
 }
 
-/// First line of an export file.
-const EXPORT_HEADER: &str = r#"{"format":"coffer-ledger-export","version":1}"#;
-
 fn export(store: &StoreArgs, output: &std::path::Path) -> Result<(), String> {
-    use std::io::Write;
     let store = store.open()?;
     let file = std::fs::File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    writeln!(out, "{EXPORT_HEADER}").map_err(|e| e.to_string())?;
-    let mut count = 0u64;
-    store
-        .export(&mut |record| {
-            count += 1;
-            serde_json::to_writer(&mut out, &record).map_err(|e| {
-                coffer_store::StoreError::Corrupt {
-                    what: "export".into(),
-                    detail: e.to_string(),
-                }
-            })?;
-            writeln!(out).map_err(|e| coffer_store::StoreError::Corrupt {
-                what: "export".into(),
-                detail: e.to_string(),
-            })
-        })
-        .map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| e.to_string())?;
+    let summary =
+        coffer_store::write_export(store.as_ref(), &mut out).map_err(|e| e.to_string())?;
     out.get_ref().sync_all().map_err(|e| e.to_string())?;
-    println!("exported {count} records to {}", output.display());
+    println!(
+        "exported {} records to {}",
+        summary.records,
+        output.display()
+    );
     Ok(())
 }
 
 fn import(store: &StoreArgs, input: &std::path::Path) -> Result<(), String> {
-    use std::io::BufRead;
     let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let mut lines = std::io::BufReader::new(file).lines();
-    let header = lines
-        .next()
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    if header != EXPORT_HEADER {
-        return Err(format!(
-            "{} is not a Coffer ledger export (first line {header:?})",
-            input.display()
-        ));
-    }
+    let records = coffer_store::read_export(std::io::BufReader::new(file))
+        .map_err(|e| format!("{}: {e}", input.display()))?;
     let target = store.open()?;
     let mut catalog_source = None;
-    let mut records = lines.enumerate().map(|(index, line)| {
-        let line = line.map_err(|e| coffer_store::StoreError::Corrupt {
-            what: "export file".into(),
-            detail: e.to_string(),
-        })?;
-        let record: coffer_store::LedgerRecord =
-            serde_json::from_str(&line).map_err(|e| coffer_store::StoreError::Corrupt {
-                what: format!("export line {}", index + 2),
-                detail: e.to_string(),
-            })?;
-        if let coffer_store::LedgerRecord::Catalog { source_toml, .. } = &record {
+    let mut records = records.inspect(|record| {
+        if let Ok(coffer_store::LedgerRecord::Catalog { source_toml, .. }) = record {
             catalog_source = Some(source_toml.clone());
         }
-        Ok(record)
     });
     let transactions = target.import(&mut records).map_err(|e| e.to_string())?;
+    drop(records);
     let source = catalog_source.unwrap_or_else(|| coffer_server::DEMO_CATALOG_TOML.to_owned());
     let catalog =
         coffer_core::Catalog::from_toml(&source).map_err(|e| format!("imported catalog: {e}"))?;
@@ -225,6 +205,71 @@ fn import(store: &StoreArgs, input: &std::path::Path) -> Result<(), String> {
             report.violation_count, report.violations
         ));
     }
+    Ok(())
+}
+
+/// Takes an online backup from a running server into `output`. The export is written to a
+/// temporary file beside it, synced, and only then renamed, so a file at `output` is always a
+/// complete backup.
+async fn backup(endpoint: String, admin_key: String, output: PathBuf) -> Result<(), String> {
+    use std::io::Write;
+    let file_name = output
+        .file_name()
+        .ok_or_else(|| format!("--out {} names no file", output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let directory = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let partial = directory.join(format!(".{file_name}.partial-{}", std::process::id()));
+    let client = coffer_client::CofferClient::connect(endpoint.clone())
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let mut client = client.with_token(&admin_key).map_err(|e| e.to_string())?;
+    let file =
+        std::fs::File::create_new(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let written = client
+        .export_ledger(|chunk| tokio::task::block_in_place(|| out.write_all(chunk)))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|summary| {
+            tokio::task::block_in_place(|| -> std::io::Result<()> {
+                out.flush()?;
+                out.get_ref().sync_all()?;
+                std::fs::rename(&partial, &output)
+            })
+            .map_err(|e| format!("{}: {e}", output.display()))?;
+            Ok(summary)
+        });
+    let summary = match written {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(format!(
+                "backup failed, nothing written to {}: {error}",
+                output.display()
+            ));
+        }
+    };
+    // The rename itself must reach the disk before the backup is reported done.
+    std::fs::File::open(&directory)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|e| {
+            format!(
+                "the backup is in {}, but syncing its directory failed: {e}",
+                output.display()
+            )
+        })?;
+    println!(
+        "backup complete: {} transactions (ids 1..={}), {} records, {} bytes written to {}",
+        summary.transactions,
+        summary.last_transaction_id,
+        summary.records,
+        summary.bytes,
+        output.display()
+    );
     Ok(())
 }
 
@@ -282,6 +327,11 @@ async fn main() -> ExitCode {
                     .expect("verify panicked"),
             );
         }
+        Some(Command::Backup {
+            endpoint,
+            admin_key,
+            out,
+        }) => return report(backup(endpoint, admin_key, out).await),
         Some(Command::Import { store, input }) => {
             return report(
                 tokio::task::spawn_blocking(move || import(&store, &input))

@@ -22,6 +22,12 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("stored {what} could not be decoded: {detail}")]
     Corrupt { what: String, detail: String },
+    /// Writing an export failed, or its reader stopped taking it.
+    #[error("writing the export failed: {0}")]
+    Output(#[source] std::io::Error),
+    /// A file given to import does not start with the export header.
+    #[error("not a Coffer ledger export (first line {first_line:?})")]
+    NotAnExport { first_line: String },
     /// The data directory could not be created or read.
     #[error("data directory {path}: {source}")]
     DataDirectory {

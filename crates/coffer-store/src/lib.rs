@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod export_file;
 mod faults;
 mod postgres_store;
 mod record;
 mod redb_store;
 
 pub use error::StoreError;
+pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
 pub use faults::{Fault, StorageFaults};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{DATABASE_FILE_NAME, RedbStore};

@@ -27,11 +27,12 @@ pub enum Method {
     RedeemReceipt,
     ProcessStoreNotification,
     IssueSandboxReceipt,
+    ExportLedger,
 }
 
 impl Method {
     /// Every method, for tests that walk the whole table.
-    pub const ALL: [Method; 20] = [
+    pub const ALL: [Method; 21] = [
         Method::GetCatalog,
         Method::GetWallet,
         Method::Purchase,
@@ -52,6 +53,7 @@ impl Method {
         Method::RedeemReceipt,
         Method::ProcessStoreNotification,
         Method::IssueSandboxReceipt,
+        Method::ExportLedger,
     ];
 
     /// The method a gRPC path names, e.g. `/coffer.v1.WalletService/Purchase`.
@@ -80,6 +82,7 @@ impl Method {
                 Method::ProcessStoreNotification
             }
             ("coffer.v1.AdminService", "IssueSandboxReceipt") => Method::IssueSandboxReceipt,
+            ("coffer.v1.AdminService", "ExportLedger") => Method::ExportLedger,
             _ => return None,
         };
         Some(m)
@@ -113,7 +116,10 @@ pub fn allows(caller: &Caller, method: Method) -> bool {
         Caller::Key {
             role: Role::GameServer,
             ..
-        } => !matches!(method, Reverse | ReplaceCatalog | VerifyLedger),
+        } => !matches!(
+            method,
+            Reverse | ReplaceCatalog | VerifyLedger | ExportLedger
+        ),
         Caller::Key {
             role: Role::Support,
             ..
