@@ -14,6 +14,7 @@ pub mod convert;
 pub mod error;
 mod events;
 mod ledger_export;
+pub mod metrics;
 pub mod receipts;
 pub mod settings;
 pub mod startup_check;
@@ -78,6 +79,8 @@ pub struct Config {
     /// Puts the redb file behind this fault switch, so reliability tests can make writes, syncs
     /// or space fail while clients call. Never set in production.
     pub storage_faults: Option<coffer_store::StorageFaults>,
+    /// Serve Prometheus metrics at `GET /metrics` on this address (port 0 picks a free port).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             },
             startup_check_time_limit_ms: startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT,
             storage_faults: None,
+            metrics_addr: None,
         }
     }
 }
@@ -122,6 +126,12 @@ pub enum ServerError {
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -157,6 +167,8 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     /// In development mode, the generated admin key (send as `authorization: Bearer <key>`).
     pub development_admin_key: Option<String>,
+    /// Where `GET /metrics` is served (with the real port when port 0 was asked for).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: oneshot::Sender<()>,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -324,6 +336,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 
     let events = Arc::new(events::Events::default());
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsBind { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     let relay_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(commits) = store.commits_elsewhere() {
         let (store, events, stop) = (
@@ -340,6 +362,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         Arc::clone(&store),
         Arc::clone(&catalog),
         Arc::clone(&events),
+        Arc::clone(&metrics),
     );
     let exports = Arc::new(tokio::sync::Semaphore::new(EXPORTS_IN_FLIGHT_MAX));
     let app = Arc::new(App {
@@ -350,7 +373,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         gatekeeper: Arc::clone(&gatekeeper),
         limits: config.limits.clone(),
         receipts,
-        streams: Arc::default(),
+        streams: Arc::new(auth::rate::StreamCounter::new(metrics.subscribers())),
         stopping,
         exports: Arc::clone(&exports),
     });
@@ -380,7 +403,17 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     drop(app);
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "metrics served at /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            stop_streams.subscribe(),
+        ))
+    });
+    // The metrics layer goes first, outermost, so it also counts what authentication refuses.
     let router = builder
+        .layer(metrics::MetricsLayer::new(metrics))
         .layer(auth::layer::AuthLayer::new(gatekeeper))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -408,12 +441,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .expect("joining the writer")
             .expect("the writer thread panicked");
         relay_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mut task) = metrics_task {
+            let wait = std::time::Duration::from_millis(metrics::SHUTDOWN_WAIT_MS);
+            if tokio::time::timeout(wait, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
         tracing::info!("database closed");
         result.map_err(ServerError::from)
     });
     Ok(RunningServer {
         local_addr,
         development_admin_key,
+        metrics_addr,
         shutdown,
         serve,
     })

@@ -36,6 +36,9 @@ struct Args {
     /// postgres://postgres@127.0.0.1:5432/coffer (several nodes may share it) [default: redb].
     #[arg(long, env = "COFFER_STORE")]
     store: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: not served].
+    #[arg(long, env = "COFFER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The PostgreSQL URL a `--store` value names, or `None` for the embedded redb store.
@@ -357,6 +360,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("coffer listening on {} (gRPC)", server.local_addr);
+    if let Some(addr) = server.metrics_addr {
+        println!("metrics at http://{addr}/metrics");
+    }
     if let Some(key) = &server.development_admin_key {
         println!("DEVELOPMENT MODE: do not expose this server to players.");
         println!("  development admin key: {key}");
@@ -490,6 +496,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
         );
         config.catalog_path = args.catalog.clone();
         config.postgres_url = postgres_url(args.store.as_deref())?;
+        config.metrics_addr = args.metrics_addr;
         return Ok(config);
     };
     let file = FileConfig::load(path)?;
@@ -514,6 +521,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
             .startup_check_time_limit_ms
             .unwrap_or(coffer_server::startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT),
         storage_faults: None,
+        metrics_addr: args.metrics_addr.or(file.metrics.addr),
     })
 }
 

@@ -57,6 +57,15 @@ pub struct FileConfig {
     pub tls: Option<TlsFiles>,
     #[serde(default)]
     pub receipts: FileReceipts,
+    #[serde(default)]
+    pub metrics: FileMetrics,
+}
+
+/// The `[metrics]` section: where Prometheus scrapes `GET /metrics` (not served when absent).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// The `[receipts]` section: which real-money stores this server accepts receipts from.
@@ -349,6 +358,18 @@ mod tests {
             Limits::default().streams_per_player_max
         );
         assert!(file.tls.is_some());
+        assert_eq!(file.metrics.addr, None);
+    }
+
+    #[test]
+    fn the_metrics_section_names_the_scrape_address() {
+        let text = format!("{PRODUCTION}\n[metrics]\naddr = \"127.0.0.1:9464\"\n");
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(file.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
+
+        let bad = format!("{PRODUCTION}\n[metrics]\nport = 9464\n");
+        let error = toml::from_str::<FileConfig>(&bad).unwrap_err().to_string();
+        assert!(error.contains("port"), "{error}");
     }
 
     #[test]

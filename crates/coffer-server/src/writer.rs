@@ -93,6 +93,7 @@ pub fn start(
     store: Arc<dyn Store>,
     catalog: SharedCatalog,
     events: Arc<Events>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (jobs, queue) = mpsc::channel(WRITER_QUEUE_LEN);
     let thread = std::thread::Builder::new()
@@ -102,6 +103,7 @@ pub fn start(
                 store,
                 catalog,
                 events,
+                metrics,
                 last_now_unix_ms: 0,
             }
             .run(queue)
@@ -114,6 +116,7 @@ struct Writer {
     store: Arc<dyn Store>,
     catalog: SharedCatalog,
     events: Arc<Events>,
+    metrics: Arc<crate::metrics::Metrics>,
     last_now_unix_ms: i64,
 }
 
@@ -169,7 +172,11 @@ impl Writer {
         let catalog = Arc::clone(&self.catalog.read().expect("catalog lock poisoned").catalog);
         let now = self.now_unix_ms();
         let started = std::time::Instant::now();
-        match self.store.commit_batch(commands, &catalog, now) {
+        let committed = self.store.commit_batch(commands, &catalog, now);
+        let elapsed = started.elapsed();
+        self.metrics
+            .record_commit(commands.len(), elapsed, committed.is_ok());
+        match committed {
             Ok(result) => {
                 tracing::debug!(
                     batch_len = commands.len(),

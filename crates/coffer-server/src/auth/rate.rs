@@ -82,10 +82,10 @@ impl RateLimits {
     }
 }
 
-/// Counts open Subscribe streams per player.
-#[derive(Default)]
+/// Counts open Subscribe streams per player, and all of them in the `coffer_subscribers` gauge.
 pub struct StreamCounter {
     open: Mutex<HashMap<String, u32>>,
+    open_total: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Releases a stream slot when dropped.
@@ -95,6 +95,14 @@ pub struct StreamSlot {
 }
 
 impl StreamCounter {
+    /// No stream open yet; `open_total` follows every open and close.
+    pub fn new(open_total: prometheus_client::metrics::gauge::Gauge) -> Self {
+        StreamCounter {
+            open: Mutex::default(),
+            open_total,
+        }
+    }
+
     /// Takes a slot for one more stream of `player_id`, or refuses past `max`.
     pub fn open(self: &Arc<Self>, player_id: &str, max: u32) -> Result<StreamSlot, ApiError> {
         let mut open = self.open.lock().expect("stream counter poisoned");
@@ -105,6 +113,7 @@ impl StreamCounter {
             )));
         }
         *count += 1;
+        self.open_total.inc();
         Ok(StreamSlot {
             counter: Arc::clone(self),
             player_id: player_id.to_owned(),
@@ -117,6 +126,7 @@ impl Drop for StreamSlot {
         let mut open = self.counter.open.lock().expect("stream counter poisoned");
         if let Some(count) = open.get_mut(&self.player_id) {
             *count -= 1;
+            self.counter.open_total.dec();
             if *count == 0 {
                 open.remove(&self.player_id);
             }
