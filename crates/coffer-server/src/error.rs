@@ -159,7 +159,12 @@ impl From<ApiError> for Status {
 fn status_of(error: ApiError) -> Status {
     match error {
         ApiError::InvalidArgument(fields) => {
-            let message = format!("invalid request: {}", describe(&fields));
+            // The message is also encoded inside the details header: bound it before, or a
+            // request full of long ids outgrows the client's header limit (h2 protocol error).
+            let message = bounded(
+                format!("invalid request: {}", describe(&fields)),
+                MESSAGE_BYTES_MAX,
+            );
             // Each violation is bounded too, and so is their number, so the details fit.
             let violations: Vec<FieldViolation> = fields
                 .into_iter()
@@ -187,12 +192,15 @@ fn status_of(error: ApiError) -> Status {
             if let Some(ms) = rejection.retry_after_ms {
                 details.set_retry_info(Some(Duration::from_millis(ms.max(0) as u64)));
             }
-            let message = format!("{}: {}", rejection.code.name(), rejection.message);
+            let message = bounded(
+                format!("{}: {}", rejection.code.name(), rejection.message),
+                MESSAGE_BYTES_MAX,
+            );
             Status::with_error_details(rejection_code(rejection.code), message, details)
         }
         ApiError::Receipt(error) => {
             let details = ErrorDetails::with_error_info(error.code(), ERROR_DOMAIN, HashMap::new());
-            let message = format!("{}: {error}", error.code());
+            let message = bounded(format!("{}: {error}", error.code()), MESSAGE_BYTES_MAX);
             Status::with_error_details(receipt_code(&error), message, details)
         }
         ApiError::NotFound(message) => Status::not_found(message),
