@@ -157,7 +157,7 @@ impl TestServer {
         if let Some(receipts) = &self.receipts {
             config.receipts = receipts.clone();
         }
-        config.storage_faults = self.storage_faults.clone();
+        config.redb.faults = self.storage_faults.clone();
         let running = coffer_server::start(config).await.expect("server starts");
         self.endpoint = format!("http://{}", running.local_addr);
         self.admin_key = running

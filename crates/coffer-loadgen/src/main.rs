@@ -54,6 +54,10 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// For the embedded server: commit with redb's two-phase commit (two syncs per commit) or
+    /// one checksummed sync.
+    #[arg(long, default_value_t = coffer_store::TWO_PHASE_COMMIT_DEFAULT, action = clap::ArgAction::Set)]
+    redb_two_phase_commit: bool,
     /// Phases to run, in order: noop, purchase, mixed, postgres (postgres needs --postgres-url).
     #[arg(
         long,
@@ -436,6 +440,7 @@ async fn main() -> std::process::ExitCode {
             // The generator is one caller driving many players: lift the per-key limit.
             config.limits.key_requests_per_second = u32::MAX;
             config.limits.key_burst = u32::MAX;
+            config.redb.two_phase_commit = args.redb_two_phase_commit;
             let server = coffer_server::start(config)
                 .await
                 .expect("embedded server starts");

@@ -76,9 +76,9 @@ pub struct Config {
     /// How long the start may wait for the ledger check (0 turns it off); past it the server
     /// serves and the check finishes in the background.
     pub startup_check_time_limit_ms: u64,
-    /// Puts the redb file behind this fault switch, so reliability tests can make writes, syncs
-    /// or space fail while clients call. Never set in production.
-    pub storage_faults: Option<coffer_store::StorageFaults>,
+    /// How the embedded redb store commits (and, in reliability tests only, a fault switch in
+    /// front of its file).
+    pub redb: coffer_store::RedbOptions,
     /// Serve Prometheus metrics at `GET /metrics` on this address (port 0 picks a free port).
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -99,7 +99,7 @@ impl Config {
                 ..ReceiptSettings::default()
             },
             startup_check_time_limit_ms: startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT,
-            storage_faults: None,
+            redb: coffer_store::RedbOptions::default(),
             metrics_addr: None,
         }
     }
@@ -259,12 +259,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 Arc::new(store)
             }
             None => {
-                let store = match &store_config.storage_faults {
-                    None => RedbStore::open(&store_config.data_dir)?,
-                    Some(faults) => {
-                        RedbStore::open_with_faults(&store_config.data_dir, faults.clone())?
-                    }
-                };
+                let store =
+                    RedbStore::open_with(&store_config.data_dir, store_config.redb.clone())?;
                 tracing::info!(path = %store.path().display(), "database open");
                 Arc::new(store)
             }

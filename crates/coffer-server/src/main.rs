@@ -520,7 +520,12 @@ fn config_from(args: &Args) -> Result<Config, String> {
         startup_check_time_limit_ms: file
             .startup_check_time_limit_ms
             .unwrap_or(coffer_server::startup_check::STARTUP_CHECK_TIME_LIMIT_MS_DEFAULT),
-        storage_faults: None,
+        redb: coffer_store::RedbOptions {
+            two_phase_commit: file
+                .redb_two_phase_commit
+                .unwrap_or(coffer_store::TWO_PHASE_COMMIT_DEFAULT),
+            faults: None,
+        },
         metrics_addr: args.metrics_addr.or(file.metrics.addr),
     })
 }

@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// How long a start may wait for the ledger check (0 turns it off) [default: 10000].
     pub startup_check_time_limit_ms: Option<u64>,
+    /// redb commits with two syncs (two-phase) or one [default: true].
+    pub redb_two_phase_commit: Option<bool>,
     pub security: FileSecurity,
     #[serde(default)]
     pub limits: Limits,

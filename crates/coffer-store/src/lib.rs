@@ -18,7 +18,7 @@ pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
 pub use faults::{Fault, StorageFaults};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
-pub use redb_store::{DATABASE_FILE_NAME, RedbStore};
+pub use redb_store::{DATABASE_FILE_NAME, RedbOptions, RedbStore, TWO_PHASE_COMMIT_DEFAULT};
 
 use coffer_core::{
     AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, StoredOutcome,

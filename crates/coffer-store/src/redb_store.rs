@@ -51,8 +51,35 @@ pub struct RedbStore {
     broken: AtomicBool,
     path: PathBuf,
     faults: Option<StorageFaults>,
+    two_phase_commit: bool,
     accounts: Mutex<AccountCache>,
 }
+
+/// How a [`RedbStore`] commits.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// Every commit is durable (`fsync`ed) before it is acknowledged either way. With two-phase
+    /// commit redb writes and syncs the data, then flips and syncs the commit slot (two syncs);
+    /// without it, one sync covers data and a checksummed commit slot, and recovery falls back
+    /// to the previous slot if the checksum does not match. redb's documentation names one
+    /// weakness of the one-sync form: a workload crafted to collide the (non-cryptographic)
+    /// checksum, together with a crash at the right moment.
+    pub two_phase_commit: bool,
+    /// Puts every file operation behind this fault switch (reliability tests only).
+    pub faults: Option<StorageFaults>,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            two_phase_commit: TWO_PHASE_COMMIT_DEFAULT,
+            faults: None,
+        }
+    }
+}
+
+/// Whether commits use redb's two-phase commit unless told otherwise.
+pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
 
 /// Account states as of the last commit, for the writer. The system accounts are in every batch
 /// and players buy in bursts, so most loads never reach the B-tree. Only `commit_batch` uses it,
@@ -76,19 +103,15 @@ impl AccountCache {
 impl RedbStore {
     /// Opens (or creates) `coffer.redb` in `data_dir`, creating the directory if needed.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
-        Self::open_inner(data_dir, None)
+        Self::open_with(data_dir, RedbOptions::default())
     }
 
-    /// Like [`RedbStore::open`], with every file operation behind a fault switch (reliability
-    /// tests).
-    pub fn open_with_faults(
-        data_dir: &Path,
-        faults: StorageFaults,
-    ) -> Result<RedbStore, StoreError> {
-        Self::open_inner(data_dir, Some(faults))
-    }
-
-    fn open_inner(data_dir: &Path, faults: Option<StorageFaults>) -> Result<RedbStore, StoreError> {
+    /// Like [`RedbStore::open`], with these options.
+    pub fn open_with(data_dir: &Path, options: RedbOptions) -> Result<RedbStore, StoreError> {
+        let RedbOptions {
+            two_phase_commit,
+            faults,
+        } = options;
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
             path: data_dir.display().to_string(),
             source,
@@ -100,6 +123,7 @@ impl RedbStore {
             broken: AtomicBool::new(false),
             path,
             faults,
+            two_phase_commit,
             accounts: Mutex::default(),
         };
         store.create_tables()?;
@@ -223,7 +247,7 @@ impl RedbStore {
     ) -> Result<BatchResult, StoreError> {
         let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.set_two_phase_commit(true);
+        txn.set_two_phase_commit(self.two_phase_commit);
         let mut cache = self.accounts.lock().expect("account cache poisoned");
         let mut fetched = Vec::new();
         let result = {
@@ -319,7 +343,7 @@ impl RedbStore {
     fn try_save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
         let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.set_two_phase_commit(true);
+        txn.set_two_phase_commit(self.two_phase_commit);
         {
             let mut meta = txn.open_table(META)?;
             let value = encode(&(catalog.version, catalog.source_toml.as_str()));
