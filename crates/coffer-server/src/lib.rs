@@ -14,6 +14,7 @@ pub mod convert;
 pub mod error;
 mod events;
 pub mod receipts;
+pub mod requests;
 pub mod settings;
 mod wallet;
 mod writer;
