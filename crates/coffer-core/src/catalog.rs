@@ -644,6 +644,17 @@ impl Catalog {
                     ));
                 }
             }
+            // Each side was bounded on its own; together they may not be.
+            if contents.currencies.len() > CONTENTS_LEN_MAX
+                || contents.items.len() > CONTENTS_LEN_MAX
+            {
+                return Err(invalid(
+                    format!("{path}.bundle"),
+                    format!(
+                        "with the bundle, more than {CONTENTS_LEN_MAX} currencies or {CONTENTS_LEN_MAX} items"
+                    ),
+                ));
+            }
         }
         Ok(contents)
     }
@@ -803,6 +814,31 @@ mod tests {
         let bad = format!("{MINIMAL}\n[store_products.google.x]\nname = \"Nothing\"\n");
         let err = Catalog::from_toml(&bad).unwrap_err().to_string();
         assert!(err.starts_with("store_products.google.x:"), "{err}");
+    }
+
+    #[test]
+    fn a_bundle_cannot_push_a_grant_past_the_contents_bound() {
+        let currency_count = CONTENTS_LEN_MAX + 1;
+        let mut text = String::from("version = 1\n");
+        for index in 0..currency_count {
+            text.push_str(&format!("[currencies.c{index}]\ndecimals = 0\n"));
+        }
+        let own: Vec<String> = (0..CONTENTS_LEN_MAX).map(|i| format!("c{i} = 1")).collect();
+        text.push_str(&format!(
+            "[bundles.extra]\ncurrencies = {{ c{CONTENTS_LEN_MAX} = 1 }}\n\
+             [offers.everything]\nprice = {{ c0 = 1 }}\nbundle = \"extra\"\n\
+             currencies = {{ {} }}\n",
+            own.join(", ")
+        ));
+        let err = Catalog::from_toml(&text).unwrap_err().to_string();
+        assert!(err.starts_with("offers.everything.bundle:"), "{err}");
+        // One own currency fewer and the merged grant is exactly at the bound.
+        let at_bound = text.replace(&format!(", c{} = 1", CONTENTS_LEN_MAX - 1), "");
+        let catalog = Catalog::from_toml(&at_bound).unwrap();
+        assert_eq!(
+            catalog.offers["everything"].grants.currencies.len(),
+            CONTENTS_LEN_MAX
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const UPGRADE_LEVELS_MAX: usize = 1_000;
 pub const REWARD_RATE_COUNT_MAX: u32 = 1_000;
 /// Longest reward rate-limit window: 30 days.
 pub const REWARD_WINDOW_SECONDS_MAX: u32 = 30 * 24 * 3600;
-/// Most currencies plus items in one `Contents` or price.
+/// Most currencies, and most items, in one `Contents` or price (a bundle's included).
 pub const CONTENTS_LEN_MAX: usize = 64;
 /// Most steps in one `Execute`.
 pub const EXECUTE_STEPS_MAX: usize = 256;

@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status};
 
 use crate::app::App;
 use crate::auth::caller_of;
-use crate::auth::tokens::{TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX};
 use crate::convert::{self, Checker};
 use crate::error::{ApiError, BadField};
 use crate::receipts::core_platform;
+use crate::requests::{self, AdminRequest};
 use crate::wallet::now_unix_ms;
 use crate::writer::WriteError;
 
@@ -32,20 +32,15 @@ impl AdminApi {
     async fn run<T>(
         &self,
         request: &Request<T>,
-        mut check: Checker,
-        key: &str,
-        reason: &str,
-        operation: Operation,
+        check: fn(&T) -> Result<AdminRequest, ApiError>,
     ) -> Result<pb::Transaction, ApiError> {
         let caller = caller_of(request)?;
-        let key = check.idempotency_key(key);
-        let reason = check.reason(reason);
-        let operation = check.finish(operation)?;
+        let checked = check(request.get_ref())?;
         let command = Command {
-            idempotency_key: IdempotencyKey::admin(&key),
-            operation,
+            idempotency_key: checked.idempotency_key,
+            operation: checked.operation,
             caller: caller.label(),
-            reason,
+            reason: checked.reason,
         };
         let transaction: Transaction = self.app.execute(command).await?;
         Ok(convert::transaction(&transaction))
@@ -58,15 +53,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::GrantRequest>,
     ) -> Result<Response<pb::GrantResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let operation = Operation::Grant {
-            player_id: check.id("player_id", &r.player_id),
-            contents: check.contents("contents", r.contents.as_ref()),
-        };
-        let transaction = self
-            .run(&request, check, &r.idempotency_key, &r.reason, operation)
-            .await?;
+        let transaction = self.run(&request, requests::grant).await?;
         Ok(Response::new(pb::GrantResponse {
             transaction: Some(transaction),
         }))
@@ -76,15 +63,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let operation = Operation::Revoke {
-            player_id: check.id("player_id", &r.player_id),
-            contents: check.contents("contents", r.contents.as_ref()),
-        };
-        let transaction = self
-            .run(&request, check, &r.idempotency_key, &r.reason, operation)
-            .await?;
+        let transaction = self.run(&request, requests::revoke).await?;
         Ok(Response::new(pb::RevokeResponse {
             transaction: Some(transaction),
         }))
@@ -94,20 +73,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::ReverseRequest>,
     ) -> Result<Response<pb::ReverseResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        if r.transaction_id == 0 {
-            check.bad(
-                "transaction_id",
-                "must be a transaction id (ids start at 1)",
-            );
-        }
-        let operation = Operation::Reverse {
-            transaction_id: r.transaction_id,
-        };
-        let transaction = self
-            .run(&request, check, &r.idempotency_key, &r.reason, operation)
-            .await?;
+        let transaction = self.run(&request, requests::reverse).await?;
         Ok(Response::new(pb::ReverseResponse {
             transaction: Some(transaction),
         }))
@@ -117,14 +83,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let operation = Operation::Execute {
-            steps: check.steps(&r.operations),
-        };
-        let transaction = self
-            .run(&request, check, &r.idempotency_key, &r.reason, operation)
-            .await?;
+        let transaction = self.run(&request, requests::execute).await?;
         Ok(Response::new(pb::ExecuteResponse {
             transaction: Some(transaction),
         }))
@@ -215,10 +174,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         request: Request<pb::ProcessStoreNotificationRequest>,
     ) -> Result<Response<pb::ProcessStoreNotificationResponse>, Status> {
         let r = request.get_ref();
-        let mut check = Checker::default();
-        let platform = check.platform("platform", r.platform);
-        check.payload("payload", &r.payload);
-        check.finish(())?;
+        let platform = requests::store_notification(r)?;
         let caller = caller_of(&request)?;
         let notification = self
             .app
@@ -327,21 +283,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         request: Request<pb::IssuePlayerTokenRequest>,
     ) -> Result<Response<pb::IssuePlayerTokenResponse>, Status> {
         caller_of(&request)?;
-        let r = request.into_inner();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let ttl_seconds = match u64::from(r.ttl_seconds) {
-            0 => TOKEN_TTL_SECONDS_DEFAULT,
-            ttl if ttl > TOKEN_TTL_SECONDS_MAX => {
-                check.bad(
-                    "ttl_seconds",
-                    format!("must be at most {TOKEN_TTL_SECONDS_MAX}"),
-                );
-                ttl
-            }
-            ttl => ttl,
-        };
-        check.finish(())?;
+        let (player_id, ttl_seconds) = requests::issue_player_token(request.get_ref())?;
         let (token, expires_at_unix_seconds) =
             self.app.gatekeeper.tokens.issue(&player_id, ttl_seconds);
         Ok(Response::new(pb::IssuePlayerTokenResponse {

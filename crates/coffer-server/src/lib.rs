@@ -16,6 +16,7 @@ mod events;
 mod ledger_export;
 pub mod metrics;
 pub mod receipts;
+pub mod requests;
 pub mod settings;
 pub mod startup_check;
 mod wallet;

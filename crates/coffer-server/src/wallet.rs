@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status};
 
 use crate::app::App;
 use crate::auth::caller_for_player;
-use crate::convert::{self, Checker};
+use crate::convert;
 use crate::error::{ApiError, BadField};
 use crate::receipts::core_platform;
+use crate::requests::{self, PlayerRequest};
 
 /// Transactions returned by ListTransactions when the request names no page size.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -39,16 +40,13 @@ impl WalletApi {
     async fn run<T>(
         &self,
         request: &Request<T>,
-        check: Checker,
-        player_id: String,
-        key: String,
-        operation: Operation,
+        check: fn(&T) -> Result<PlayerRequest, ApiError>,
     ) -> Result<Transaction, ApiError> {
-        let operation = check.finish(operation)?;
-        let caller = caller_for_player(request, &player_id)?;
+        let checked = check(request.get_ref())?;
+        let caller = caller_for_player(request, &checked.player_id)?;
         let command = Command {
-            idempotency_key: IdempotencyKey::player(&player_id, &key),
-            operation,
+            idempotency_key: checked.idempotency_key,
+            operation: checked.operation,
             caller: caller.label(),
             reason: String::new(),
         };
@@ -82,9 +80,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::GetWalletRequest>,
     ) -> Result<Response<pb::GetWalletResponse>, Status> {
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &request.get_ref().player_id);
-        check.finish(())?;
+        let player_id = requests::player_id(&request.get_ref().player_id)?;
         caller_for_player(&request, &player_id)?;
         let account = AccountId::player(&player_id);
         let state = self
@@ -101,16 +97,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::PurchaseRequest>,
     ) -> Result<Response<pb::PurchaseResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let key = check.idempotency_key(&r.idempotency_key);
-        let operation = Operation::Purchase {
-            player_id: player_id.clone(),
-            offer_id: check.id("offer_id", &r.offer_id),
-            expected_price: check.amounts("expected_price", &r.expected_price, true),
-        };
-        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        let transaction = self.run(&request, requests::purchase).await?;
         Ok(Response::new(pb::PurchaseResponse {
             transaction: Some(convert::transaction(&transaction)),
         }))
@@ -120,20 +107,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::UpgradeRequest>,
     ) -> Result<Response<pb::UpgradeResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let key = check.idempotency_key(&r.idempotency_key);
-        if r.target_level == 0 {
-            check.bad("target_level", "must be at least 1 (level 1 buys the item)");
-        }
-        let operation = Operation::Upgrade {
-            player_id: player_id.clone(),
-            item_id: check.id("item_id", &r.item_id),
-            target_level: r.target_level,
-            expected_price: check.amounts("expected_price", &r.expected_price, false),
-        };
-        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        let transaction = self.run(&request, requests::upgrade).await?;
         Ok(Response::new(pb::UpgradeResponse {
             transaction: Some(convert::transaction(&transaction)),
         }))
@@ -143,16 +117,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::ConsumeRequest>,
     ) -> Result<Response<pb::ConsumeResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let key = check.idempotency_key(&r.idempotency_key);
-        let operation = Operation::Consume {
-            player_id: player_id.clone(),
-            item_id: check.id("item_id", &r.item_id),
-            quantity: check.quantity("quantity", r.quantity),
-        };
-        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        let transaction = self.run(&request, requests::consume).await?;
         Ok(Response::new(pb::ConsumeResponse {
             transaction: Some(convert::transaction(&transaction)),
         }))
@@ -162,15 +127,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::ClaimRewardRequest>,
     ) -> Result<Response<pb::ClaimRewardResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let key = check.idempotency_key(&r.idempotency_key);
-        let operation = Operation::ClaimReward {
-            player_id: player_id.clone(),
-            reward_id: check.id("reward_id", &r.reward_id),
-        };
-        let transaction = self.run(&request, check, player_id, key, operation).await?;
+        let transaction = self.run(&request, requests::claim_reward).await?;
         Ok(Response::new(pb::ClaimRewardResponse {
             transaction: Some(convert::transaction(&transaction)),
         }))
@@ -180,26 +137,11 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
-        let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let page_size = match r.page_size {
-            0 => PAGE_SIZE_DEFAULT,
-            size if size > PAGE_SIZE_MAX => {
-                check.bad("page_size", format!("must be at most {PAGE_SIZE_MAX}"));
-                PAGE_SIZE_MAX
-            }
-            size => size,
-        };
-        let before_version = if r.page_token.is_empty() {
-            u64::MAX
-        } else {
-            r.page_token.parse::<u64>().unwrap_or_else(|_| {
-                check.bad("page_token", "is not a token from a previous response");
-                0
-            })
-        };
-        check.finish(())?;
+        let requests::HistoryPage {
+            player_id,
+            page_size,
+            before_version,
+        } = requests::list_transactions(request.get_ref())?;
         caller_for_player(&request, &player_id)?;
         let account = AccountId::player(&player_id);
         let page_account = account.clone();
@@ -229,13 +171,11 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         request: Request<pb::RedeemReceiptRequest>,
     ) -> Result<Response<pb::RedeemReceiptResponse>, Status> {
         let r = request.get_ref();
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &r.player_id);
-        let platform = check.platform("platform", r.platform);
-        check.payload("payload", &r.payload);
-        let client_key =
-            (!r.idempotency_key.is_empty()).then(|| check.idempotency_key(&r.idempotency_key));
-        check.finish(())?;
+        let requests::ReceiptRedemption {
+            player_id,
+            platform,
+            client_key,
+        } = requests::redeem_receipt(r)?;
         let caller = caller_for_player(&request, &player_id)?;
         // Verify here, on the handler's task, never in the writer: cryptography is slow and
         // needs the clock; the core gets only the verified facts.
@@ -291,9 +231,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let mut check = Checker::default();
-        let player_id = check.id("player_id", &request.get_ref().player_id);
-        check.finish(())?;
+        let player_id = requests::player_id(&request.get_ref().player_id)?;
         caller_for_player(&request, &player_id)?;
         let slot = self
             .app
