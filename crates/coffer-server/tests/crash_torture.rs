@@ -1,8 +1,11 @@
 //! Crash torture (issue #8): the real `coffer` binary on one redb data directory, driven by many
 //! concurrent clients, killed with SIGKILL at a random moment, restarted, again and again.
 //!
+//! Some cycles also kill a server while it is still starting (opening the crashed database).
+//!
 //! After every restart the test checks, against its own record of every request it made:
-//! - every acknowledged transaction is in the ledger, unchanged;
+//! - every acknowledged transaction is in the ledger, unchanged (new ones are read every cycle;
+//!   older ones are fetched again by a sample each cycle and all every `FULL_READ_EVERY` cycles);
 //! - every request whose answer was lost in the kill, retried with its idempotency key, resolves
 //!   to exactly one outcome, and a sample of acknowledged requests replays their original answer;
 //! - no idempotency key is applied twice, and no transaction exists that no request asked for;
@@ -12,8 +15,9 @@
 //!   outcomes of its requests (items and upgrade levels likewise).
 //!
 //! `COFFER_TORTURE_CYCLES` sets the number of kill/restart cycles (default 50);
-//! `COFFER_TORTURE_SEED` replays a seed printed by an earlier run. The seed fixes every request
-//! and every kill delay; thread scheduling still decides exactly which requests a kill cuts off.
+//! `COFFER_TORTURE_SEED` replays a seed printed by an earlier run. The seed fixes every kill
+//! delay and each client task's sequence of requests; timing still decides how far each task
+//! gets before a kill, and so exactly which requests it cuts off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -196,8 +200,12 @@ impl Rng {
         low + self.below((high_inclusive - low + 1) as u64) as i64
     }
 
-    fn fork(&mut self, stream: u64) -> Rng {
-        Rng(self.next_u64() ^ stream.wrapping_mul(0xd134_2543_de82_ef95))
+    /// An independent stream of the seed, so that what one stream draws (which depends on how
+    /// far the load got before a kill) never shifts another.
+    fn stream(seed: u64, stream: u64) -> Rng {
+        let mut rng = Rng(seed ^ stream.wrapping_mul(0xd134_2543_de82_ef95));
+        rng.next_u64();
+        rng
     }
 }
 
@@ -1206,7 +1214,8 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
             "crash torture: {cycles} cycles, seed {seed} (replay with COFFER_TORTURE_SEED={seed})"
         );
     }
-    let mut rng = Rng(seed);
+    // Kill moments; samples to re-check; each task's requests (per cycle, from stream 2 on).
+    let (mut schedule, mut sampling) = (Rng::stream(seed, 0), Rng::stream(seed, 1));
     let dir = tempfile::tempdir().unwrap();
     let data_dir: PathBuf = dir.path().join("data");
     let catalog = dir.path().join("catalog.toml");
@@ -1228,9 +1237,9 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
     for cycle in 0..=cycles {
         let context = Context { seed, cycle };
         let phase = Instant::now();
-        if cycle > 0 && rng.below(STARTUP_KILL_ONE_IN) == 0 {
+        if cycle > 0 && schedule.below(STARTUP_KILL_ONE_IN) == 0 {
             let (data_dir, catalog) = (data_dir.clone(), catalog.clone());
-            let delay_ms = rng.below(STARTUP_KILL_DELAY_MS_MAX + 1);
+            let delay_ms = schedule.below(STARTUP_KILL_DELAY_MS_MAX + 1);
             tokio::task::spawn_blocking(move || {
                 let mut child = Server::spawn(&data_dir, &catalog);
                 std::thread::sleep(Duration::from_millis(delay_ms));
@@ -1255,7 +1264,7 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
             &client,
             &mut records,
             transactions_at_restart,
-            &mut rng,
+            &mut sampling,
             context,
         )
         .await;
@@ -1266,7 +1275,7 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
             &records,
             &players,
             full,
-            &mut rng,
+            &mut sampling,
             context,
         )
         .await;
@@ -1289,7 +1298,7 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
                 .collect();
             tasks.spawn(drive(Task {
                 client: client.clone(),
-                rng: rng.fork(task as u64),
+                rng: Rng::stream(seed, 2 + (cycle * TASKS + task) as u64),
                 task,
                 cycle,
                 own,
@@ -1298,7 +1307,8 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
                 killing: killing.clone(),
             }));
         }
-        tokio::time::sleep(Duration::from_millis(rng.below(KILL_DELAY_MS_MAX + 1))).await;
+        let kill_delay_ms = schedule.below(KILL_DELAY_MS_MAX + 1);
+        tokio::time::sleep(Duration::from_millis(kill_delay_ms)).await;
         killing.store(true, Ordering::SeqCst);
         tokio::task::spawn_blocking(move || server.kill())
             .await
