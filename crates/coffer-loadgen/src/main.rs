@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+// The same allocator as the `coffer` binary, so the embedded server measures what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use coffer_client::{ClientError, CofferClient, Rejection, pb};
 use hdrhistogram::Histogram;
 use serde::Serialize;
