@@ -124,6 +124,10 @@ pub fn start(app: &App) -> Result<ExportStream, ApiError> {
         // Held until the snapshot is released: shutdown waits for every permit before it
         // closes the database.
         let _permit = permit;
+        // Moved in after the permit so it is dropped before it (locals drop in reverse): once
+        // the permit is back, this export holds nothing of the store. As a captured value it
+        // outlived the permit, and shutdown could return with the database still open.
+        let store = store;
         let started = std::time::Instant::now();
         let result = coffer_store::write_export(store.as_ref(), &mut out);
         let last = match (result, out.interrupted) {
