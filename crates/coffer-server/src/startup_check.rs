@@ -47,6 +47,9 @@ pub fn run(
         .name("coffer-startup-check".to_owned())
         .spawn(move || {
             let report = store.verify(&catalog);
+            // Released before the answer goes out: a start that fails right after the check
+            // must leave the database closed (redb's file lock), not held by this thread.
+            drop(store);
             if let Err(unheard) = done.send(report) {
                 // The server started without waiting: the log is the only place left to say it.
                 match unheard.0 {
