@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,26 +16,12 @@ use coffer_store::LedgerRecord;
 use tonic::Code;
 
 mod common;
-use common::Database;
+use common::{Database, coffer};
 
 /// Concurrent client tasks committing during the backup.
 const LOAD_TASKS: usize = 4;
 /// Players each load task cycles through.
 const PLAYERS_PER_TASK: usize = 16;
-
-fn coffer(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(args)
-        .env("COFFER_LOG", "warn")
-        .output()
-        .expect("running coffer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 async fn coffer_async(args: Vec<String>) -> (bool, String) {
     tokio::task::spawn_blocking(move || {

@@ -1,26 +1,10 @@
 //! Moving a ledger from redb to PostgreSQL with `coffer export` and `coffer import`: the
 //! imported ledger verifies clean, holds the same wallets, and keeps every idempotency outcome.
 
-use std::process::Command;
-
 use coffer_client::{ClientError, CofferClient, Rejection, balance, pb};
 
 mod common;
-use common::Database;
-
-fn coffer(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(args)
-        .env("COFFER_LOG", "warn")
-        .output()
-        .expect("running coffer");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
+use common::{Database, coffer};
 
 async fn client_of(server: &coffer_server::RunningServer) -> CofferClient {
     let client = CofferClient::connect(format!("http://{}", server.local_addr))

@@ -78,3 +78,19 @@ impl Drop for Database {
         .join();
     }
 }
+
+/// Runs the real `coffer` binary; returns whether it succeeded and what it printed.
+#[allow(dead_code)] // not every test binary that shares this module runs the CLI
+pub fn coffer(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_LOG", "warn")
+        .output()
+        .expect("running coffer");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
