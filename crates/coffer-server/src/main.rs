@@ -529,6 +529,9 @@ fn config_from(args: &Args) -> Result<Config, String> {
             two_phase_commit: file
                 .redb_two_phase_commit
                 .unwrap_or(coffer_store::TWO_PHASE_COMMIT_DEFAULT),
+            checkpoint_interval_ms: file
+                .redb_checkpoint_interval_ms
+                .unwrap_or(coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT),
             faults: None,
         },
         metrics_addr: args.metrics_addr.or(file.metrics.addr),

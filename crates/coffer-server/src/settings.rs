@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub startup_check_time_limit_ms: Option<u64>,
     /// redb commits with two syncs (two-phase) or one [default: true].
     pub redb_two_phase_commit: Option<bool>,
+    /// Longest a journaled change waits for its checkpoint into `coffer.redb` [default: 1000].
+    pub redb_checkpoint_interval_ms: Option<u64>,
     pub security: FileSecurity,
     #[serde(default)]
     pub limits: Limits,

@@ -10,6 +10,7 @@
 mod error;
 mod export_file;
 mod faults;
+mod journal;
 mod postgres_store;
 mod record;
 mod redb_store;
@@ -17,8 +18,12 @@ mod redb_store;
 pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
 pub use faults::{Fault, StorageFaults};
+pub use journal::{FROZEN_GENERATIONS_MAX, GENERATION_WEIGHT_MAX};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
-pub use redb_store::{DATABASE_FILE_NAME, RedbOptions, RedbStore, TWO_PHASE_COMMIT_DEFAULT};
+pub use redb_store::{
+    CHECKPOINT_INTERVAL_MS_DEFAULT, DATABASE_FILE_NAME, JOURNAL_FILE_NAME, RedbOptions, RedbStore,
+    TWO_PHASE_COMMIT_DEFAULT,
+};
 
 use coffer_core::{
     AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, StoredOutcome,

@@ -1,12 +1,18 @@
-//! The embedded default: one redb file. Every batch is one write transaction with
-//! `Durability::Immediate` and two-phase commit, so an acknowledged batch survives power loss.
+//! The embedded default: two redb files in the data directory. A batch is acknowledged once its
+//! journal record is committed to `coffer-journal.redb` with `Durability::Immediate` (two-phase
+//! commit by default), so an acknowledged batch survives power loss. A checkpointer thread folds
+//! journaled changes into the indexed tables of `coffer.redb` in large commits, off the request
+//! path; until then reads find them in memory (see [`crate::journal`]).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 
 use coffer_core::{
     AccountId, AccountState, BatchResult, Catalog, Command, IdempotencyKey, LoadedState,
@@ -14,14 +20,20 @@ use coffer_core::{
 };
 
 use crate::faults::{FaultyFile, StorageFaults};
+use crate::journal::{
+    FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
+    encode_record, keep_ends,
+};
 use crate::record::{decode, encode};
 use crate::{
     IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
     prepare_and_apply,
 };
 
-/// The database file inside the data directory.
+/// The ledger file inside the data directory: the indexed tables, as of the last checkpoint.
 pub const DATABASE_FILE_NAME: &str = "coffer.redb";
+/// The journal file inside the data directory: batches committed since the last checkpoint.
+pub const JOURNAL_FILE_NAME: &str = "coffer-journal.redb";
 
 /// Account name → encoded `AccountState`.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -33,27 +45,25 @@ const HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// Original transaction id → id of its reversal.
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
-/// Named values: `next_transaction_id`, `catalog`.
+/// Named values: `next_transaction_id`, `catalog`, `journal_applied_through`.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// In the journal file: sequence number → encoded batch changes.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 const NEXT_TRANSACTION_ID: &str = "next_transaction_id";
 const CATALOG: &str = "catalog";
+/// The sequence number of the newest journal record the ledger file's tables include.
+const JOURNAL_APPLIED_THROUGH: &str = "journal_applied_through";
 
-/// Most account states kept in [`AccountCache`] (a few hundred bytes each).
-pub const ACCOUNT_CACHE_LEN_MAX: usize = 262_144;
+/// How long a change waits in memory at most before a checkpoint, when the server is quiet.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// How often waiting threads look again, in case a wake-up raced with a failure.
+const WAIT_POLL_MS: u64 = 50;
+/// Journal records of checkpointed batches a commit deletes at most, on top of its own record.
+const JOURNAL_DELETES_PER_COMMIT_MAX: u64 = 4_096;
 
-/// The redb-backed [`Store`].
-pub struct RedbStore {
-    /// `None` while a reopen after an I/O error has not succeeded yet.
-    db: RwLock<Option<Arc<Database>>>,
-    /// Set by a failed write: redb refuses further work after an I/O error until the database
-    /// is opened again, which also recovers the last durable commit from the file.
-    broken: AtomicBool,
-    path: PathBuf,
-    faults: Option<StorageFaults>,
-    two_phase_commit: bool,
-    accounts: Mutex<AccountCache>,
-}
+/// Whether commits use redb's two-phase commit unless told otherwise.
+pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
 
 /// How a [`RedbStore`] commits.
 #[derive(Debug, Clone)]
@@ -65,6 +75,10 @@ pub struct RedbOptions {
     /// weakness of the one-sync form: a workload crafted to collide the (non-cryptographic)
     /// checksum, together with a crash at the right moment.
     pub two_phase_commit: bool,
+    /// A change is folded into the ledger file's tables at most this long after its commit (or
+    /// sooner, once enough changes have gathered). Shorter means less to recover after a crash
+    /// and more, smaller checkpoints.
+    pub checkpoint_interval_ms: u64,
     /// Puts every file operation behind this fault switch (reliability tests only).
     pub faults: Option<StorageFaults>,
 }
@@ -73,140 +87,160 @@ impl Default for RedbOptions {
     fn default() -> Self {
         RedbOptions {
             two_phase_commit: TWO_PHASE_COMMIT_DEFAULT,
+            checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
             faults: None,
         }
     }
 }
 
-/// Whether commits use redb's two-phase commit unless told otherwise.
-pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
-
-/// Account states as of the last commit, for the writer. The system accounts are in every batch
-/// and players buy in bursts, so most loads never reach the B-tree. Only `commit_batch` uses it,
-/// and it learns a batch's states only after that batch's commit succeeded, so it never holds
-/// anything that is not on disk. This process is the file's only writer (redb locks the file).
-#[derive(Default)]
-struct AccountCache {
-    states: HashMap<AccountId, Option<AccountState>>,
+/// The redb-backed [`Store`].
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
-impl AccountCache {
-    fn remember(&mut self, id: &AccountId, state: Option<AccountState>) {
-        if self.states.len() >= ACCOUNT_CACHE_LEN_MAX && !self.states.contains_key(id) {
-            // Forgetting players wholesale is crude but O(1) amortized; system accounts stay.
-            self.states.retain(|id, _| id.is_system());
+/// The two open files.
+struct Databases {
+    ledger: Database,
+    journal: Database,
+}
+
+/// Where the writer's next journal record goes, and which old ones are gone.
+struct JournalCursor {
+    next_seq: u64,
+    deleted_through: u64,
+}
+
+impl JournalCursor {
+    fn after(applied_through: u64) -> Self {
+        JournalCursor {
+            next_seq: applied_through + 1,
+            deleted_through: applied_through,
         }
-        self.states.insert(id.clone(), state);
     }
 }
 
+/// What the store's callers and its checkpointer thread share. Lock order, where several are
+/// held: `checkpoint_gate`, `databases`, `cursor`, `overlay`, and `Signal`'s lock only alone or
+/// last (waiters read the overlay inside it; nobody holds the overlay while notifying).
+struct Shared {
+    /// `None` while a reopen after an I/O error has not succeeded yet.
+    databases: RwLock<Option<Arc<Databases>>>,
+    /// Set by a failed write: redb refuses further work after an I/O error until the database
+    /// is opened again, which also recovers the last durable commit from the files.
+    broken: AtomicBool,
+    overlay: RwLock<Overlay>,
+    cursor: Mutex<JournalCursor>,
+    /// The newest journal record the ledger file includes.
+    checkpointed_through: AtomicU64,
+    /// Held for a whole checkpoint, and by a reopen, so the two never overlap.
+    checkpoint_gate: Mutex<()>,
+    signal: Signal,
+    stopping: AtomicBool,
+    ledger_path: PathBuf,
+    journal_path: PathBuf,
+    two_phase_commit: bool,
+    checkpoint_interval: Duration,
+    faults: Option<StorageFaults>,
+}
+
 impl RedbStore {
-    /// Opens (or creates) `coffer.redb` in `data_dir`, creating the directory if needed.
+    /// Opens (or creates) the store in `data_dir`, creating the directory if needed.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
         Self::open_with(data_dir, RedbOptions::default())
     }
 
-    /// Like [`RedbStore::open`], with these options.
+    /// Like [`RedbStore::open`], with these options. Journal records left by a crash are
+    /// folded into the ledger file before this returns.
     pub fn open_with(data_dir: &Path, options: RedbOptions) -> Result<RedbStore, StoreError> {
         let RedbOptions {
             two_phase_commit,
+            checkpoint_interval_ms,
             faults,
         } = options;
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let path = data_dir.join(DATABASE_FILE_NAME);
-        let db = open_database(&path, faults.as_ref())?;
-        let store = RedbStore {
-            db: RwLock::new(Some(Arc::new(db))),
+        let mut shared = Shared {
+            databases: RwLock::new(None),
             broken: AtomicBool::new(false),
-            path,
-            faults,
+            overlay: RwLock::default(),
+            cursor: Mutex::new(JournalCursor::after(0)),
+            checkpointed_through: AtomicU64::new(0),
+            checkpoint_gate: Mutex::new(()),
+            signal: Signal::default(),
+            stopping: AtomicBool::new(false),
+            ledger_path: data_dir.join(DATABASE_FILE_NAME),
+            journal_path: data_dir.join(JOURNAL_FILE_NAME),
             two_phase_commit,
-            accounts: Mutex::default(),
+            checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),
+            faults,
         };
-        store.create_tables()?;
-        Ok(store)
+        let (databases, applied_through) = shared.open_databases()?;
+        *shared.databases.get_mut().expect("fresh lock") = Some(Arc::new(databases));
+        *shared.cursor.get_mut().expect("fresh lock") = JournalCursor::after(applied_through);
+        *shared.checkpointed_through.get_mut() = applied_through;
+        let shared = Arc::new(shared);
+        let checkpointer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("coffer-checkpoint".to_owned())
+                .spawn(move || shared.run_checkpointer())
+                .map_err(|source| StoreError::DataDirectory {
+                    path: data_dir.display().to_string(),
+                    source,
+                })?
+        };
+        Ok(RedbStore {
+            shared,
+            checkpointer: Some(checkpointer),
+        })
     }
 
-    /// The open database, reopened first if a write failed since.
-    fn db(&self) -> Result<Arc<Database>, StoreError> {
-        if self.broken.load(Ordering::SeqCst) {
-            self.reopen()?;
-        }
-        match &*self.db.read().expect("database lock poisoned") {
-            Some(db) => Ok(Arc::clone(db)),
-            None => Err(StoreError::Reopening),
-        }
-    }
-
-    fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().expect("database lock poisoned");
-        if !self.broken.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        // The old handle must close (and release the file lock) before the file opens again.
-        if let Some(old) = slot.take()
-            && let Err(still_used) = Arc::try_unwrap(old)
-        {
-            *slot = Some(still_used);
-            return Err(StoreError::Reopening);
-        }
-        let db = open_database(&self.path, self.faults.as_ref())?;
-        *slot = Some(Arc::new(db));
-        self.broken.store(false, Ordering::SeqCst);
-        tracing::warn!(path = %self.path.display(), "database reopened after a storage error");
-        Ok(())
-    }
-
-    /// Records that a write failed: the next call reopens the database, and the account cache
-    /// is dropped, as the file (not this process) now says what was committed.
-    fn write_failed(&self, error: StoreError) -> StoreError {
-        self.broken.store(true, Ordering::SeqCst);
-        self.accounts
-            .lock()
-            .expect("account cache poisoned")
-            .states
-            .clear();
-        error
-    }
-
-    /// Where the database file lives.
+    /// Where the ledger file lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.ledger_path
     }
 
-    fn create_tables(&self) -> Result<(), StoreError> {
-        let mut txn = self.db()?.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.open_table(ACCOUNTS)?;
-        txn.open_table(TRANSACTIONS)?;
-        txn.open_table(HISTORY)?;
-        txn.open_table(IDEMPOTENCY)?;
-        txn.open_table(REVERSALS)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-        Ok(())
+    /// Where the journal file lives.
+    pub fn journal_path(&self) -> &Path {
+        &self.shared.journal_path
     }
 
-    fn read_transactions(
-        table: &impl ReadableTable<u64, &'static [u8]>,
-        ids: impl Iterator<Item = u64>,
-    ) -> Result<Vec<Transaction>, StoreError> {
-        let mut transactions = Vec::new();
-        for id in ids {
-            let bytes = table.get(id)?.ok_or_else(|| StoreError::Corrupt {
-                what: format!("history entry for transaction {id}"),
-                detail: "the transaction is missing".to_owned(),
-            })?;
-            transactions.push(decode("transaction", bytes.value())?);
-        }
-        Ok(transactions)
+    /// Sequence number of the newest journal record written (0 before the first).
+    pub fn journaled_through(&self) -> u64 {
+        self.shared
+            .cursor
+            .lock()
+            .expect("journal cursor poisoned")
+            .next_seq
+            - 1
+    }
+
+    /// Sequence number of the newest journal record the ledger file's tables include.
+    pub fn checkpointed_through(&self) -> u64 {
+        self.shared.checkpointed_through.load(Ordering::SeqCst)
     }
 }
 
-/// Opens the file, through the fault switch when there is one.
+impl Drop for RedbStore {
+    /// Stops the checkpointer, which folds what is left into the ledger file first, so a clean
+    /// stop leaves an empty journal and both files closed when this returns.
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.signal.notify();
+        if let Some(checkpointer) = self.checkpointer.take()
+            && checkpointer.join().is_err()
+        {
+            tracing::error!(
+                "the checkpointer thread panicked; the journal is recovered at the next open"
+            );
+        }
+    }
+}
+
+/// Opens one file, through the fault switch when there is one, and checks every page.
 fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database, StoreError> {
     let opened = match faults {
         None => Database::create(path),
@@ -238,119 +272,522 @@ fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database
     }
 }
 
-impl RedbStore {
-    fn try_commit_batch(
+fn read_meta_u64(txn: &ReadTransaction, name: &str) -> Result<Option<u64>, StoreError> {
+    match txn.open_table(META)?.get(name)? {
+        Some(bytes) => Ok(Some(decode(name, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes a generation's changes into the ledger file's tables in one durable commit, each
+/// table's rows in key order, and records which journal record it reaches.
+fn write_generation(
+    ledger: &Database,
+    generation: &Generation,
+    two_phase_commit: bool,
+) -> Result<(), StoreError> {
+    let mut txn = ledger.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.set_two_phase_commit(two_phase_commit);
+    {
+        let mut transactions = txn.open_table(TRANSACTIONS)?;
+        for (id, transaction) in &generation.transactions {
+            transactions.insert(*id, encode(transaction).as_slice())?;
+        }
+        let mut history_rows: Vec<(&str, u64, u64)> = generation
+            .history
+            .iter()
+            .flat_map(|(player, versions)| {
+                versions
+                    .iter()
+                    .map(move |(version, id)| (player.as_str(), *version, *id))
+            })
+            .collect();
+        history_rows.sort_unstable();
+        let mut history = txn.open_table(HISTORY)?;
+        for (player, version, id) in history_rows {
+            history.insert((player, version), id)?;
+        }
+        let mut reversals = txn.open_table(REVERSALS)?;
+        for (original, reversal) in &generation.reversals {
+            reversals.insert(*original, *reversal)?;
+        }
+        let mut account_rows: Vec<(&AccountId, &AccountState)> =
+            generation.accounts.iter().collect();
+        account_rows.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let mut accounts = txn.open_table(ACCOUNTS)?;
+        for (id, state) in account_rows {
+            accounts.insert(id.as_str(), encode(state).as_slice())?;
+        }
+        let mut outcome_rows: Vec<(&IdempotencyKey, &StoredOutcome)> =
+            generation.idempotency.iter().collect();
+        outcome_rows.sort_unstable_by(|a, b| {
+            (a.0.scope.as_str(), a.0.key.as_str()).cmp(&(b.0.scope.as_str(), b.0.key.as_str()))
+        });
+        let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+        for (IdempotencyKey { scope, key }, outcome) in outcome_rows {
+            idempotency.insert((scope.as_str(), key.as_str()), encode(outcome).as_slice())?;
+        }
+        let mut meta = txn.open_table(META)?;
+        meta.insert(
+            NEXT_TRANSACTION_ID,
+            encode(&generation.next_transaction_id).as_slice(),
+        )?;
+        meta.insert(
+            JOURNAL_APPLIED_THROUGH,
+            encode(&generation.last_seq).as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl Shared {
+    /// Opens both files, creates missing tables and folds journal records the ledger file does
+    /// not include yet into it. Returns the newest journal record it includes.
+    fn open_databases(&self) -> Result<(Databases, u64), StoreError> {
+        let ledger = open_database(&self.ledger_path, self.faults.as_ref())?;
+        let journal = open_database(&self.journal_path, self.faults.as_ref())?;
+        {
+            let mut txn = ledger.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(ACCOUNTS)?;
+            txn.open_table(TRANSACTIONS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(REVERSALS)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+            let mut txn = journal.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(JOURNAL)?;
+            txn.commit()?;
+        }
+        let applied_through =
+            read_meta_u64(&ledger.begin_read()?, JOURNAL_APPLIED_THROUGH)?.unwrap_or(0);
+        let mut recovered = Generation::default();
+        let mut journal_is_empty = true;
+        {
+            let txn = journal.begin_read()?;
+            for entry in txn.open_table(JOURNAL)?.iter()? {
+                let (seq, bytes) = entry?;
+                journal_is_empty = false;
+                if seq.value() > applied_through {
+                    recovered.absorb(seq.value(), &decode_record(bytes.value())?);
+                }
+            }
+        }
+        let applied_through = if recovered.is_empty() {
+            applied_through
+        } else {
+            write_generation(&ledger, &recovered, self.two_phase_commit)?;
+            tracing::info!(
+                transactions = recovered.transactions.len(),
+                through_record = recovered.last_seq,
+                "journal records recovered into the ledger file"
+            );
+            recovered.last_seq
+        };
+        if !journal_is_empty {
+            let mut txn = journal.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(JOURNAL)?.retain(|_, _| false)?;
+            txn.commit()?;
+        }
+        Ok((Databases { ledger, journal }, applied_through))
+    }
+
+    /// The open files, reopened first if a write failed since.
+    fn databases(&self) -> Result<Arc<Databases>, StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        match &*self.databases.read().expect("database lock poisoned") {
+            Some(databases) => Ok(Arc::clone(databases)),
+            None => Err(StoreError::Reopening),
+        }
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let _no_checkpoint = self
+            .checkpoint_gate
+            .lock()
+            .expect("checkpoint gate poisoned");
+        let mut slot = self.databases.write().expect("database lock poisoned");
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // The old handles must close (and release the file locks) before the files open again.
+        if let Some(old) = slot.take()
+            && let Err(still_used) = Arc::try_unwrap(old)
+        {
+            *slot = Some(still_used);
+            return Err(StoreError::Reopening);
+        }
+        let (databases, applied_through) = self.open_databases()?;
+        // Everything durable is in the ledger file now; what the overlay held is either there
+        // or was never committed.
+        *self.cursor.lock().expect("journal cursor poisoned") =
+            JournalCursor::after(applied_through);
+        *self.overlay.write().expect("overlay lock poisoned") = Overlay::default();
+        self.checkpointed_through
+            .store(applied_through, Ordering::SeqCst);
+        *slot = Some(Arc::new(databases));
+        self.broken.store(false, Ordering::SeqCst);
+        tracing::warn!(path = %self.ledger_path.display(), "database reopened after a storage error");
+        Ok(())
+    }
+
+    /// Records that a write failed: the next call reopens the files and recovers.
+    fn write_failed(&self, error: StoreError) -> StoreError {
+        self.broken.store(true, Ordering::SeqCst);
+        self.signal.notify();
+        error
+    }
+
+    fn read_overlay(&self) -> RwLockReadGuard<'_, Overlay> {
+        self.overlay.read().expect("overlay lock poisoned")
+    }
+
+    /// Waits while the active generation is full and enough frozen ones wait for their
+    /// checkpoint; freezes the active one once there is room.
+    fn wait_for_room(&self) -> Result<(), StoreError> {
+        loop {
+            {
+                let mut overlay = self.overlay.write().expect("overlay lock poisoned");
+                if !overlay.active.is_full() {
+                    return Ok(());
+                }
+                if overlay.frozen.len() < FROZEN_GENERATIONS_MAX {
+                    overlay.freeze();
+                    drop(overlay);
+                    self.signal.notify();
+                    return Ok(());
+                }
+            }
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(StoreError::Reopening);
+            }
+            self.signal
+                .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
+                    self.broken.load(Ordering::SeqCst)
+                        || self.read_overlay().frozen.len() < FROZEN_GENERATIONS_MAX
+                });
+        }
+    }
+
+    fn commit_batch(
         &self,
         commands: &[Command],
         catalog: &Catalog,
         now_unix_ms: i64,
     ) -> Result<BatchResult, StoreError> {
-        let mut txn = self.db()?.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.set_two_phase_commit(self.two_phase_commit);
-        let mut cache = self.accounts.lock().expect("account cache poisoned");
-        let mut fetched = Vec::new();
+        let databases = self.databases()?;
+        self.wait_for_room()?;
+        let mut cursor = self.cursor.lock().expect("journal cursor poisoned");
         let result = {
-            let mut accounts = txn.open_table(ACCOUNTS)?;
-            let mut transactions = txn.open_table(TRANSACTIONS)?;
-            let mut history = txn.open_table(HISTORY)?;
-            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-            let mut reversals = txn.open_table(REVERSALS)?;
-            let mut meta = txn.open_table(META)?;
-
-            let next_transaction_id = match meta.get(NEXT_TRANSACTION_ID)? {
-                Some(bytes) => decode("next transaction id", bytes.value())?,
-                None => 1u64,
+            // Held while loading, so no generation leaves the overlay between a miss there
+            // and the read of the ledger file (its snapshot is taken under it too).
+            let overlay = self.read_overlay();
+            let txn = databases.ledger.begin_read()?;
+            let accounts = txn.open_table(ACCOUNTS)?;
+            let idempotency = txn.open_table(IDEMPOTENCY)?;
+            let transactions = txn.open_table(TRANSACTIONS)?;
+            let reversals = txn.open_table(REVERSALS)?;
+            let next_transaction_id = match overlay.next_transaction_id() {
+                Some(id) => id,
+                None => read_meta_u64(&txn, NEXT_TRANSACTION_ID)?.unwrap_or(1),
             };
             let loaded = LoadedState {
                 next_transaction_id,
                 ..LoadedState::default()
             };
-            let result =
-                prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
-                    for id in &missing.accounts {
-                        let state = match cache.states.get(id) {
-                            Some(state) => state.clone(),
-                            None => {
-                                let state = match accounts.get(id.as_str())? {
-                                    Some(bytes) => {
-                                        Some(decode::<AccountState>("account", bytes.value())?)
-                                    }
-                                    None => None,
-                                };
-                                fetched.push((id.clone(), state.clone()));
-                                state
-                            }
-                        };
-                        loaded.accounts.insert(id.clone(), state);
-                    }
-                    for key in &missing.idempotency_keys {
-                        let outcome =
-                            match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
-                                Some(bytes) => Some(decode::<StoredOutcome>(
-                                    "idempotency outcome",
-                                    bytes.value(),
-                                )?),
-                                None => None,
-                            };
-                        loaded.idempotency.insert(key.clone(), outcome);
-                    }
-                    for id in &missing.transactions {
-                        let record = match transactions.get(*id)? {
-                            Some(bytes) => Some(TransactionRecord {
-                                transaction: decode("transaction", bytes.value())?,
-                                reversed_by: reversals.get(*id)?.map(|v| v.value()),
-                            }),
+            prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
+                for id in &missing.accounts {
+                    let state = match overlay.account(id) {
+                        Some(state) => Some(state.clone()),
+                        None => match accounts.get(id.as_str())? {
+                            Some(bytes) => Some(decode("account", bytes.value())?),
                             None => None,
-                        };
-                        loaded.transactions.insert(*id, record);
-                    }
-                    Ok(())
-                })?;
-
-            let changes = &result.changes;
-            for (id, state) in &changes.accounts {
-                accounts.insert(id.as_str(), encode(state).as_slice())?;
-            }
-            for transaction in &changes.transactions {
-                transactions.insert(transaction.id, encode(transaction).as_slice())?;
-                for (account, version) in &transaction.account_versions {
-                    history.insert((account.as_str(), *version), transaction.id)?;
+                        },
+                    };
+                    loaded.accounts.insert(id.clone(), state);
                 }
-            }
-            for (original, reversal) in &changes.reversals {
-                reversals.insert(*original, *reversal)?;
-            }
-            for (IdempotencyKey { scope, key }, outcome) in &changes.idempotency {
-                idempotency.insert((scope.as_str(), key.as_str()), encode(outcome).as_slice())?;
-            }
-            meta.insert(
-                NEXT_TRANSACTION_ID,
-                encode(&changes.next_transaction_id).as_slice(),
-            )?;
-            result
+                for key in &missing.idempotency_keys {
+                    let outcome = match overlay.idempotency(key) {
+                        Some(outcome) => Some(outcome.clone()),
+                        None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
+                            Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
+                            None => None,
+                        },
+                    };
+                    loaded.idempotency.insert(key.clone(), outcome);
+                }
+                for id in &missing.transactions {
+                    let transaction = match overlay.transaction(*id) {
+                        Some(transaction) => Some(transaction.clone()),
+                        None => match transactions.get(*id)? {
+                            Some(bytes) => Some(decode("transaction", bytes.value())?),
+                            None => None,
+                        },
+                    };
+                    let record = match transaction {
+                        Some(transaction) => Some(TransactionRecord {
+                            transaction,
+                            reversed_by: match overlay.reversal(*id) {
+                                Some(reversal) => Some(reversal),
+                                None => reversals.get(*id)?.map(|v| v.value()),
+                            },
+                        }),
+                        None => None,
+                    };
+                    loaded.transactions.insert(*id, record);
+                }
+                Ok(())
+            })?
         };
-        txn.commit()?;
-        for (id, state) in fetched {
-            cache.remember(&id, state);
+        if changes_nothing(&result.changes) {
+            return Ok(result);
         }
-        for (id, state) in &result.changes.accounts {
-            cache.remember(id, Some(state.clone()));
-        }
-        Ok(result)
-    }
 
-    fn try_save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
-        let mut txn = self.db()?.begin_write()?;
+        let seq = cursor.next_seq;
+        let delete_through = self
+            .checkpointed_through
+            .load(Ordering::SeqCst)
+            .min(cursor.deleted_through + JOURNAL_DELETES_PER_COMMIT_MAX)
+            .max(cursor.deleted_through);
+        let mut txn = databases.journal.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_two_phase_commit(self.two_phase_commit);
         {
-            let mut meta = txn.open_table(META)?;
-            let value = encode(&(catalog.version, catalog.source_toml.as_str()));
-            meta.insert(CATALOG, value.as_slice())?;
+            let mut journal = txn.open_table(JOURNAL)?;
+            journal.insert(seq, encode_record(&result.changes).as_slice())?;
+            for checkpointed in cursor.deleted_through + 1..=delete_through {
+                journal.remove(checkpointed)?;
+            }
         }
         txn.commit()?;
-        Ok(())
+        cursor.next_seq = seq + 1;
+        cursor.deleted_through = delete_through;
+        self.overlay
+            .write()
+            .expect("overlay lock poisoned")
+            .active
+            .absorb(seq, &result.changes);
+        Ok(result)
+    }
+
+    /// True when the checkpointer has work: a frozen generation, or an active one that waited
+    /// long enough.
+    fn checkpoint_due(&self) -> bool {
+        if self.broken.load(Ordering::SeqCst) {
+            return false;
+        }
+        let overlay = self.read_overlay();
+        !overlay.frozen.is_empty()
+            || (!overlay.active.is_empty() && overlay.active.age() >= self.checkpoint_interval)
+    }
+
+    fn run_checkpointer(&self) {
+        loop {
+            self.signal
+                .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
+                    self.stopping.load(Ordering::SeqCst) || self.checkpoint_due()
+                });
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            if !self.broken.load(Ordering::SeqCst) {
+                {
+                    let mut overlay = self.overlay.write().expect("overlay lock poisoned");
+                    if stopping
+                        || (overlay.frozen.is_empty()
+                            && overlay.active.age() >= self.checkpoint_interval)
+                    {
+                        overlay.freeze();
+                    }
+                }
+                loop {
+                    match self.checkpoint_oldest() {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(error) => {
+                            tracing::error!(%error, "checkpoint failed; the journal keeps the changes and the files are reopened");
+                            break;
+                        }
+                    }
+                }
+            }
+            if stopping {
+                self.forget_checkpointed_records();
+                return;
+            }
+        }
+    }
+
+    /// Folds the oldest frozen generation into the ledger file; false when there is none.
+    fn checkpoint_oldest(&self) -> Result<bool, StoreError> {
+        let _gate = self
+            .checkpoint_gate
+            .lock()
+            .expect("checkpoint gate poisoned");
+        if self.broken.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let Some(databases) = self
+            .databases
+            .read()
+            .expect("database lock poisoned")
+            .clone()
+        else {
+            return Ok(false);
+        };
+        let Some(generation) = self.read_overlay().frozen.front().cloned() else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
+        drop(databases);
+        if let Err(error) = written {
+            return Err(self.write_failed(error));
+        }
+        {
+            let mut overlay = self.overlay.write().expect("overlay lock poisoned");
+            let oldest = overlay.frozen.pop_front();
+            assert!(
+                oldest.is_some_and(|oldest| Arc::ptr_eq(&oldest, &generation)),
+                "only the checkpointer removes frozen generations, oldest first"
+            );
+        }
+        self.checkpointed_through
+            .store(generation.last_seq, Ordering::SeqCst);
+        self.signal.notify();
+        tracing::debug!(
+            transactions = generation.transactions.len(),
+            accounts = generation.accounts.len(),
+            through_record = generation.last_seq,
+            checkpoint_ms = started.elapsed().as_millis() as u64,
+            "checkpoint committed"
+        );
+        Ok(true)
+    }
+
+    /// At a clean stop: deletes the journal records the ledger file includes.
+    fn forget_checkpointed_records(&self) {
+        if self.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(databases) = self
+            .databases
+            .read()
+            .expect("database lock poisoned")
+            .clone()
+        else {
+            return;
+        };
+        let through = self.checkpointed_through.load(Ordering::SeqCst);
+        let deleted = (|| -> Result<(), StoreError> {
+            let mut txn = databases.journal.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.open_table(JOURNAL)?
+                .retain_in(..=through, |_, _| false)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(error) = deleted {
+            tracing::warn!(%error, "old journal records stay until the next open");
+        }
+    }
+
+    /// Folds everything committed so far into the ledger file and returns the files, so one
+    /// read transaction of the ledger file sees every batch acknowledged before this call.
+    fn checkpoint_everything(&self) -> Result<Arc<Databases>, StoreError> {
+        let target = {
+            let mut overlay = self.overlay.write().expect("overlay lock poisoned");
+            overlay.freeze();
+            overlay.frozen.back().map(|generation| generation.last_seq)
+        };
+        if let Some(target) = target {
+            self.signal.notify();
+            while self.checkpointed_through.load(Ordering::SeqCst) < target {
+                if self.broken.load(Ordering::SeqCst) {
+                    // Reopening recovers every durable journal record into the ledger file.
+                    self.databases()?;
+                    continue;
+                }
+                self.signal
+                    .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
+                        self.broken.load(Ordering::SeqCst)
+                            || self.checkpointed_through.load(Ordering::SeqCst) >= target
+                    });
+            }
+        }
+        self.databases()
+    }
+
+    fn read_transactions(
+        table: &impl ReadableTable<u64, &'static [u8]>,
+        ids: impl Iterator<Item = u64>,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let mut transactions = Vec::new();
+        for id in ids {
+            let bytes = table.get(id)?.ok_or_else(|| StoreError::Corrupt {
+                what: format!("history entry for transaction {id}"),
+                detail: "the transaction is missing".to_owned(),
+            })?;
+            transactions.push(decode("transaction", bytes.value())?);
+        }
+        Ok(transactions)
+    }
+
+    /// A player's history from the overlay and the ledger file, by version: the `limit`
+    /// newest below `before` (`newest: true`) or the `limit` oldest from `from`.
+    fn history(
+        &self,
+        player: &AccountId,
+        versions: (u64, u64),
+        newest: bool,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let (from, to_inclusive) = versions;
+        let mut found = self
+            .read_overlay()
+            .history(player, from..=to_inclusive, newest, limit);
+        let databases = self.databases()?;
+        let txn = databases.ledger.begin_read()?;
+        let history = txn.open_table(HISTORY)?;
+        let name = player.as_str();
+        let range = history.range((name, from)..=(name, to_inclusive))?;
+        let entries: Box<dyn Iterator<Item = _>> = if newest {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut stored: Vec<(u64, u64)> = Vec::with_capacity(limit.min(1024));
+        for entry in entries.take(limit) {
+            let (key, id) = entry?;
+            stored.push((key.value().1, id.value()));
+        }
+        // Only the transactions that make the cut are read.
+        let mut versions: std::collections::BTreeMap<u64, Option<u64>> =
+            found.keys().map(|version| (*version, None)).collect();
+        for (version, id) in stored {
+            versions.entry(version).or_insert(Some(id));
+        }
+        keep_ends(&mut versions, newest, limit);
+        let transactions = txn.open_table(TRANSACTIONS)?;
+        let to_read: Vec<(u64, u64)> = versions
+            .iter()
+            .filter_map(|(version, id)| id.map(|id| (*version, id)))
+            .collect();
+        let read = Self::read_transactions(&transactions, to_read.iter().map(|(_, id)| *id))?;
+        for ((version, _), transaction) in to_read.into_iter().zip(read) {
+            found.insert(version, transaction);
+        }
+        keep_ends(&mut found, newest, limit);
+        Ok(if newest {
+            found.into_values().rev().collect()
+        } else {
+            found.into_values().collect()
+        })
     }
 }
 
@@ -361,17 +798,37 @@ impl Store for RedbStore {
         catalog: &Catalog,
         now_unix_ms: i64,
     ) -> Result<BatchResult, StoreError> {
-        self.try_commit_batch(commands, catalog, now_unix_ms)
-            .map_err(|error| self.write_failed(error))
+        self.shared
+            .commit_batch(commands, catalog, now_unix_ms)
+            .map_err(|error| match error {
+                // Waiting for a reopen is not a new failure.
+                StoreError::Reopening => error,
+                error => self.shared.write_failed(error),
+            })
     }
 
     fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
-        self.try_save_catalog(catalog)
-            .map_err(|error| self.write_failed(error))
+        let saved = (|| {
+            let databases = self.shared.databases()?;
+            let mut txn = databases.ledger.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.set_two_phase_commit(self.shared.two_phase_commit);
+            {
+                let mut meta = txn.open_table(META)?;
+                let value = encode(&(catalog.version, catalog.source_toml.as_str()));
+                meta.insert(CATALOG, value.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        saved.map_err(|error| match error {
+            StoreError::Reopening => error,
+            error => self.shared.write_failed(error),
+        })
     }
 
     fn stored_catalog(&self) -> Result<Option<StoredCatalog>, StoreError> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.shared.databases()?.ledger.begin_read()?;
         let meta = txn.open_table(META)?;
         let Some(bytes) = meta.get(CATALOG)? else {
             return Ok(None);
@@ -384,7 +841,10 @@ impl Store for RedbStore {
     }
 
     fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError> {
-        let txn = self.db()?.begin_read()?;
+        if let Some(state) = self.shared.read_overlay().account(id) {
+            return Ok(Some(state.clone()));
+        }
+        let txn = self.shared.databases()?.ledger.begin_read()?;
         let accounts = txn.open_table(ACCOUNTS)?;
         match accounts.get(id.as_str())? {
             Some(bytes) => Ok(Some(decode("account", bytes.value())?)),
@@ -393,15 +853,25 @@ impl Store for RedbStore {
     }
 
     fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
-        let reversals = txn.open_table(REVERSALS)?;
-        let Some(bytes) = transactions.get(id)? else {
-            return Ok(None);
+        let (in_memory, reversed_in_memory) = {
+            let overlay = self.shared.read_overlay();
+            (overlay.transaction(id).cloned(), overlay.reversal(id))
+        };
+        let txn = self.shared.databases()?.ledger.begin_read()?;
+        let transaction = match in_memory {
+            Some(transaction) => transaction,
+            None => match txn.open_table(TRANSACTIONS)?.get(id)? {
+                Some(bytes) => decode("transaction", bytes.value())?,
+                None => return Ok(None),
+            },
+        };
+        let reversed_by = match reversed_in_memory {
+            Some(reversal) => Some(reversal),
+            None => txn.open_table(REVERSALS)?.get(id)?.map(|v| v.value()),
         };
         Ok(Some(TransactionRecord {
-            transaction: decode("transaction", bytes.value())?,
-            reversed_by: reversals.get(id)?.map(|v| v.value()),
+            transaction,
+            reversed_by,
         }))
     }
 
@@ -411,19 +881,10 @@ impl Store for RedbStore {
         before_version: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let history = txn.open_table(HISTORY)?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
-        let name = player.as_str();
-        let mut ids = Vec::with_capacity(limit);
-        for entry in history
-            .range((name, 0)..(name, before_version))?
-            .rev()
-            .take(limit)
-        {
-            ids.push(entry?.1.value());
-        }
-        Self::read_transactions(&transactions, ids.into_iter())
+        let Some(last) = before_version.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.shared.history(player, (0, last), true, limit)
     }
 
     fn history_after(
@@ -432,18 +893,10 @@ impl Store for RedbStore {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let history = txn.open_table(HISTORY)?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
-        let name = player.as_str();
         let Some(start) = after_version.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let mut ids = Vec::with_capacity(limit);
-        for entry in history.range((name, start)..=(name, u64::MAX))?.take(limit) {
-            ids.push(entry?.1.value());
-        }
-        Self::read_transactions(&transactions, ids.into_iter())
+        self.shared.history(player, (start, u64::MAX), false, limit)
     }
 
     fn transactions_after(
@@ -451,20 +904,24 @@ impl Store for RedbStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
         let Some(start) = after_id.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let mut found = Vec::with_capacity(limit.min(1024));
+        let mut found = self.shared.read_overlay().transactions_in(start.., limit);
+        let txn = self.shared.databases()?.ledger.begin_read()?;
+        let transactions = txn.open_table(TRANSACTIONS)?;
         for entry in transactions.range(start..)?.take(limit) {
-            found.push(decode("transaction", entry?.1.value())?);
+            let (id, bytes) = entry?;
+            if !found.contains_key(&id.value()) {
+                found.insert(id.value(), decode("transaction", bytes.value())?);
+            }
         }
-        Ok(found)
+        keep_ends(&mut found, false, limit);
+        Ok(found.into_values().collect())
     }
 
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.shared.checkpoint_everything()?.ledger.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let accounts = txn.open_table(ACCOUNTS)?;
         let meta = txn.open_table(META)?;
@@ -497,7 +954,7 @@ impl Store for RedbStore {
         &self,
         sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.db()?.begin_read()?;
+        let txn = self.shared.checkpoint_everything()?.ledger.begin_read()?;
         let meta = txn.open_table(META)?;
         if let Some(bytes) = meta.get(CATALOG)? {
             let (version, source_toml): (u64, String) = decode("catalog", bytes.value())?;
@@ -539,10 +996,14 @@ impl Store for RedbStore {
         &self,
         records: &mut dyn Iterator<Item = Result<LedgerRecord, StoreError>>,
     ) -> Result<u64, StoreError> {
+        let databases = self.shared.databases()?;
         {
-            let txn = self.db()?.begin_read()?;
+            let txn = databases.ledger.begin_read()?;
+            let journal = databases.journal.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
                 || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
+                || journal.open_table(JOURNAL)?.iter()?.next().is_some()
+                || self.shared.read_overlay().next_transaction_id().is_some()
             {
                 return Err(StoreError::NotEmpty);
             }
@@ -550,7 +1011,7 @@ impl Store for RedbStore {
         let mut next_id = 1u64;
         let mut records = records.peekable();
         while records.peek().is_some() {
-            let mut txn = self.db()?.begin_write()?;
+            let mut txn = databases.ledger.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut meta = txn.open_table(META)?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use coffer_core::{AccountId, Catalog, Command, Contents, IdempotencyKey, Operation};
-use coffer_store::{RedbStore, Store, StoreError, StoredCatalog};
+use coffer_store::{RedbOptions, RedbStore, Store, StoreError, StoredCatalog};
 
 const CATALOG: &str = r#"
 version = 3
@@ -160,4 +160,199 @@ fn reversal_state_is_read_back_from_storage() {
         coffer_core::RejectionCode::AlreadyReversed
     );
     assert!(store.verify(&catalog).unwrap().is_clean());
+}
+
+fn grant(player: &str, key: &str, coins: i64) -> Command {
+    Command {
+        idempotency_key: IdempotencyKey::admin(key),
+        operation: Operation::Grant {
+            player_id: player.to_owned(),
+            contents: Contents {
+                currencies: [("coins".to_owned(), coins)].into(),
+                items: BTreeMap::new(),
+            },
+        },
+        caller: "test".to_owned(),
+        reason: String::new(),
+    }
+}
+
+fn ids(transactions: &[coffer_core::Transaction]) -> Vec<u64> {
+    transactions.iter().map(|t| t.id).collect()
+}
+
+fn frequent_checkpoints() -> RedbOptions {
+    RedbOptions {
+        checkpoint_interval_ms: 1,
+        ..RedbOptions::default()
+    }
+}
+
+#[test]
+fn reads_see_every_committed_batch_while_checkpoints_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    let store = RedbStore::open_with(dir.path(), frequent_checkpoints()).unwrap();
+    let players = ["ann", "ben", "cat", "dan"];
+    // The model: each player's transaction ids in order, and their balance.
+    let mut history: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut coins: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut last_id = 0;
+    let mut checkpoints_seen = 0;
+    for round in 0..300u64 {
+        let player = players[(round * 7 % 4) as usize];
+        let batch = [
+            grant(player, &format!("g{round}"), 5),
+            purchase(player, &format!("p{round}")),
+        ];
+        let result = store.commit_batch(&batch, &catalog, round as i64).unwrap();
+        for transaction in &result.changes.transactions {
+            history.entry(player).or_default().push(transaction.id);
+        }
+        coins.insert(
+            player,
+            result.changes.accounts[&AccountId::player(player)].balance("coins"),
+        );
+
+        let id = AccountId::player(player);
+        let state = store.account(&id).unwrap().unwrap();
+        assert_eq!(state.balance("coins"), coins[player], "round {round}");
+        let expected = &history[player];
+        let mut newest_first = expected.clone();
+        newest_first.reverse();
+        assert_eq!(
+            ids(&store.history_before(&id, u64::MAX, 1_000).unwrap()),
+            newest_first
+        );
+        assert_eq!(
+            ids(&store.history_before(&id, state.version, 3).unwrap()),
+            newest_first
+                .iter()
+                .skip(1)
+                .take(3)
+                .copied()
+                .collect::<Vec<_>>(),
+            "the three before the newest"
+        );
+        assert_eq!(
+            ids(&store.history_after(&id, 1, 1_000).unwrap()),
+            expected[1..]
+        );
+        let new = store.transactions_after(last_id, 1_000).unwrap();
+        assert_eq!(
+            ids(&new),
+            (last_id + 1..=result.changes.next_transaction_id - 1).collect::<Vec<_>>()
+        );
+        last_id = result.changes.next_transaction_id - 1;
+        assert_eq!(
+            store.transaction(last_id).unwrap().unwrap().transaction.id,
+            last_id
+        );
+        // Retrying the batch answers from the stored outcomes, journaled or checkpointed.
+        let retry = store.commit_batch(&batch, &catalog, round as i64).unwrap();
+        assert!(retry.changes.transactions.is_empty(), "round {round}");
+        if round % 10 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        if store.checkpointed_through() > 0
+            && store.checkpointed_through() < store.journaled_through()
+        {
+            checkpoints_seen += 1;
+        }
+    }
+    assert!(
+        checkpoints_seen > 0,
+        "reads were checked while some batches were checkpointed and others not"
+    );
+    let report = store.verify(&catalog).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+    assert_eq!(
+        store.checkpointed_through(),
+        store.journaled_through(),
+        "verify folds everything into the ledger file first"
+    );
+}
+
+/// Set in the child process of the crash test: where it commits before it aborts.
+const CRASH_CHILD_DIR: &str = "COFFER_STORE_CRASH_CHILD_DIR";
+const CRASH_CHILD_BATCHES: u64 = 40;
+
+fn journal_records(dir: &std::path::Path) -> usize {
+    let journal = redb::Database::create(dir.join(coffer_store::JOURNAL_FILE_NAME)).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&journal).unwrap();
+    let table = txn
+        .open_table(redb::TableDefinition::<u64, &[u8]>::new("journal"))
+        .unwrap();
+    redb::ReadableTableMetadata::len(&table).unwrap() as usize
+}
+
+#[test]
+fn a_crash_before_the_checkpoint_loses_no_acknowledged_batch() {
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    if let Ok(dir) = std::env::var(CRASH_CHILD_DIR) {
+        // The child: commits with checkpoints an hour apart, then dies without any cleanup.
+        let options = RedbOptions {
+            checkpoint_interval_ms: 3_600_000,
+            ..RedbOptions::default()
+        };
+        let store = RedbStore::open_with(std::path::Path::new(&dir), options).unwrap();
+        for batch in 0..CRASH_CHILD_BATCHES {
+            store
+                .commit_batch(&[grant("ann", &format!("g{batch}"), 1)], &catalog, 1)
+                .unwrap();
+        }
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_crash_before_the_checkpoint_loses_no_acknowledged_batch",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD_DIR, dir.path())
+        .output()
+        .unwrap();
+    assert!(!child.status.success(), "the child aborts after committing");
+    assert_eq!(
+        journal_records(dir.path()),
+        CRASH_CHILD_BATCHES as usize,
+        "every batch is only in the journal when the process dies"
+    );
+
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.checkpointed_through(),
+        CRASH_CHILD_BATCHES,
+        "opening folds the journal into the ledger file"
+    );
+    let ann = store.account(&AccountId::player("ann")).unwrap().unwrap();
+    assert_eq!(ann.balance("coins"), 10 + CRASH_CHILD_BATCHES as i64);
+    assert_eq!(
+        store
+            .history_before(&AccountId::player("ann"), u64::MAX, 1_000)
+            .unwrap()
+            .len() as u64,
+        CRASH_CHILD_BATCHES + 1,
+        "the opening and every grant"
+    );
+    let retry = store
+        .commit_batch(&[grant("ann", "g0", 1)], &catalog, 2)
+        .unwrap();
+    assert!(
+        retry.changes.transactions.is_empty(),
+        "the key was recovered with its batch"
+    );
+    let next = store
+        .commit_batch(&[grant("ann", "after", 1)], &catalog, 2)
+        .unwrap();
+    assert_eq!(next.changes.transactions[0].id, CRASH_CHILD_BATCHES + 2);
+    let report = store.verify(&catalog).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+    drop(store);
+    assert_eq!(
+        journal_records(dir.path()),
+        0,
+        "a clean stop leaves no journal records"
+    );
 }

@@ -1,0 +1,356 @@
+//! The redb store's write path in two steps. A batch is acknowledged once one journal record
+//! (its transactions, account states, reversals and idempotency outcomes) is durable in the
+//! journal file: a single append under a sequential key, whatever the batch touched. Its changes
+//! then live in memory, in the [`Overlay`], until a checkpoint folds them into the indexed tables
+//! of the ledger file in one large write, where rows with random keys (accounts, history,
+//! idempotency) that many batches touched share their page writes.
+//!
+//! Reads look at the overlay first, then at the ledger file; recovery folds the journal records
+//! after the last checkpoint into the ledger file before anything is served.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::RangeBounds;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use coffer_core::{
+    AccountId, AccountState, BatchChanges, IdempotencyKey, StoredOutcome, Transaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+use crate::record::{decode, encode};
+
+/// Changes (transactions + idempotency outcomes + account states) a generation holds before the
+/// writer freezes it for a checkpoint. Larger generations share more page writes per checkpoint
+/// and cost more memory (≈ 1 KiB per change) and a longer recovery.
+pub const GENERATION_WEIGHT_MAX: usize = 65_536;
+
+/// Frozen generations waiting for their checkpoint before the writer waits (back-pressure): the
+/// writer never runs further ahead of the ledger file than this plus the active generation.
+pub const FROZEN_GENERATIONS_MAX: usize = 2;
+
+/// One batch as the journal stores it (the encoding side borrows, the decoding side owns; both
+/// have the same postcard layout).
+#[derive(Serialize)]
+struct JournalRecordRef<'a> {
+    transactions: &'a [Transaction],
+    accounts: &'a BTreeMap<AccountId, AccountState>,
+    reversals: &'a [(u64, u64)],
+    idempotency: &'a [(IdempotencyKey, StoredOutcome)],
+    next_transaction_id: u64,
+}
+
+#[derive(Deserialize)]
+struct JournalRecord {
+    transactions: Vec<Transaction>,
+    accounts: BTreeMap<AccountId, AccountState>,
+    reversals: Vec<(u64, u64)>,
+    idempotency: Vec<(IdempotencyKey, StoredOutcome)>,
+    next_transaction_id: u64,
+}
+
+/// The journal record of a batch's changes.
+pub(crate) fn encode_record(changes: &BatchChanges) -> Vec<u8> {
+    encode(&JournalRecordRef {
+        transactions: &changes.transactions,
+        accounts: &changes.accounts,
+        reversals: &changes.reversals,
+        idempotency: &changes.idempotency,
+        next_transaction_id: changes.next_transaction_id,
+    })
+}
+
+/// A batch's changes from its journal record.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<BatchChanges, StoreError> {
+    let record: JournalRecord = decode("journal record", bytes)?;
+    Ok(BatchChanges {
+        accounts: record.accounts,
+        transactions: record.transactions,
+        reversals: record.reversals,
+        idempotency: record.idempotency,
+        next_transaction_id: record.next_transaction_id,
+    })
+}
+
+/// True when a batch changed nothing, so it needs no journal record (every command was a retry
+/// answered from an outcome that is already durable).
+pub(crate) fn changes_nothing(changes: &BatchChanges) -> bool {
+    changes.transactions.is_empty()
+        && changes.accounts.is_empty()
+        && changes.reversals.is_empty()
+        && changes.idempotency.is_empty()
+}
+
+/// The changes of consecutive journal records, newest value per key, as the ledger file's
+/// tables will hold them after a checkpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Generation {
+    /// Sequence number of the newest journal record absorbed; 0 while empty.
+    pub last_seq: u64,
+    pub next_transaction_id: u64,
+    pub transactions: BTreeMap<u64, Transaction>,
+    pub reversals: BTreeMap<u64, u64>,
+    pub accounts: HashMap<AccountId, AccountState>,
+    /// Player → version → transaction id.
+    pub history: HashMap<AccountId, BTreeMap<u64, u64>>,
+    pub idempotency: HashMap<IdempotencyKey, StoredOutcome>,
+    weight: usize,
+    started: Option<Instant>,
+}
+
+impl Generation {
+    pub fn is_empty(&self) -> bool {
+        self.last_seq == 0
+    }
+
+    /// Adds journal record `seq`; records must arrive in sequence order.
+    pub fn absorb(&mut self, seq: u64, changes: &BatchChanges) {
+        assert!(seq > self.last_seq, "journal records are absorbed in order");
+        self.last_seq = seq;
+        self.next_transaction_id = changes.next_transaction_id;
+        self.started.get_or_insert_with(Instant::now);
+        for transaction in &changes.transactions {
+            for (account, version) in &transaction.account_versions {
+                self.history
+                    .entry(account.clone())
+                    .or_default()
+                    .insert(*version, transaction.id);
+            }
+            self.transactions
+                .insert(transaction.id, transaction.clone());
+        }
+        self.reversals.extend(changes.reversals.iter().copied());
+        for (id, state) in &changes.accounts {
+            self.accounts.insert(id.clone(), state.clone());
+        }
+        for (key, outcome) in &changes.idempotency {
+            self.idempotency.insert(key.clone(), outcome.clone());
+        }
+        self.weight +=
+            changes.transactions.len() + changes.idempotency.len() + changes.accounts.len();
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.weight >= GENERATION_WEIGHT_MAX
+    }
+
+    pub fn age(&self) -> Duration {
+        self.started
+            .map_or(Duration::ZERO, |started| started.elapsed())
+    }
+}
+
+/// Everything journaled but not yet checkpointed: the active generation (the writer adds to it)
+/// and frozen ones (oldest first) that the checkpointer is folding into the ledger file. A
+/// generation leaves only after its checkpoint committed, so every durable change is always in
+/// the overlay or in the ledger file, and the overlay's value is the newer one.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    pub active: Generation,
+    pub frozen: VecDeque<Arc<Generation>>,
+}
+
+impl Overlay {
+    fn newest_first(&self) -> impl Iterator<Item = &Generation> {
+        std::iter::once(&self.active).chain(self.frozen.iter().rev().map(|g| &**g))
+    }
+
+    /// Moves the active generation to the frozen ones; returns the sequence number it covers.
+    pub fn freeze(&mut self) -> Option<u64> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let generation = std::mem::take(&mut self.active);
+        let last_seq = generation.last_seq;
+        self.frozen.push_back(Arc::new(generation));
+        Some(last_seq)
+    }
+
+    /// The next transaction id, when any journal record is not checkpointed yet.
+    pub fn next_transaction_id(&self) -> Option<u64> {
+        self.newest_first()
+            .find(|g| !g.is_empty())
+            .map(|g| g.next_transaction_id)
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<&AccountState> {
+        self.newest_first().find_map(|g| g.accounts.get(id))
+    }
+
+    pub fn idempotency(&self, key: &IdempotencyKey) -> Option<&StoredOutcome> {
+        self.newest_first().find_map(|g| g.idempotency.get(key))
+    }
+
+    pub fn transaction(&self, id: u64) -> Option<&Transaction> {
+        self.newest_first().find_map(|g| g.transactions.get(&id))
+    }
+
+    pub fn reversal(&self, id: u64) -> Option<u64> {
+        self.newest_first()
+            .find_map(|g| g.reversals.get(&id).copied())
+    }
+
+    /// A player's transactions with versions in `versions`, by version: at most `limit` of the
+    /// newest (`newest: true`) or of the oldest.
+    pub fn history(
+        &self,
+        player: &AccountId,
+        versions: impl RangeBounds<u64> + Clone,
+        newest: bool,
+        limit: usize,
+    ) -> BTreeMap<u64, Transaction> {
+        let mut found = BTreeMap::new();
+        for generation in self.newest_first() {
+            let Some(entries) = generation.history.get(player) else {
+                continue;
+            };
+            let range = entries.range(versions.clone());
+            let picked: Vec<(&u64, &u64)> = if newest {
+                range.rev().take(limit).collect()
+            } else {
+                range.take(limit).collect()
+            };
+            for (version, id) in picked {
+                if let Some(transaction) = generation.transactions.get(id) {
+                    found.entry(*version).or_insert_with(|| transaction.clone());
+                }
+            }
+        }
+        keep_ends(&mut found, newest, limit);
+        found
+    }
+
+    /// Transactions with ids in `ids`, at most `limit` of the lowest.
+    pub fn transactions_in(
+        &self,
+        ids: impl RangeBounds<u64> + Clone,
+        limit: usize,
+    ) -> BTreeMap<u64, Transaction> {
+        let mut found = BTreeMap::new();
+        for generation in self.newest_first() {
+            for (id, transaction) in generation.transactions.range(ids.clone()).take(limit) {
+                found.entry(*id).or_insert_with(|| transaction.clone());
+            }
+        }
+        keep_ends(&mut found, false, limit);
+        found
+    }
+}
+
+/// Keeps the `limit` highest (`newest`) or lowest keys of `map`.
+pub(crate) fn keep_ends<V>(map: &mut BTreeMap<u64, V>, newest: bool, limit: usize) {
+    while map.len() > limit {
+        if newest {
+            map.pop_first();
+        } else {
+            map.pop_last();
+        }
+    }
+}
+
+/// A wake-up call between the writer, the checkpointer and callers waiting for a checkpoint.
+/// Waiters check their condition under the mutex and every state change is followed by
+/// `notify`, which takes the mutex, so no wake-up is lost.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        let _guard = self.lock.lock().expect("signal lock poisoned");
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done()` holds or `timeout` passes; returns whether it holds.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock.lock().expect("signal lock poisoned");
+        loop {
+            if done() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .expect("signal lock poisoned")
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::{Posting, TransactionKind};
+
+    fn transaction(id: u64, player: &str, version: u64) -> Transaction {
+        Transaction {
+            id,
+            kind: TransactionKind::Grant,
+            created_at_unix_ms: 1,
+            postings: vec![Posting {
+                account: AccountId::player(player),
+                currency: "coins".to_owned(),
+                amount_minor_units: 5,
+            }],
+            item_movements: Vec::new(),
+            account_versions: [(AccountId::player(player), version)].into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    fn changes(transactions: Vec<Transaction>) -> BatchChanges {
+        let next_transaction_id = transactions.last().map_or(1, |t| t.id + 1);
+        BatchChanges {
+            transactions,
+            next_transaction_id,
+            ..BatchChanges::default()
+        }
+    }
+
+    #[test]
+    fn a_journal_record_decodes_to_the_changes_it_was_made_from() {
+        let mut batch = changes(vec![transaction(7, "ann", 3)]);
+        batch
+            .accounts
+            .insert(AccountId::player("ann"), AccountState::default());
+        batch.reversals.push((2, 7));
+        batch.idempotency.push((
+            IdempotencyKey::player("ann", "k"),
+            StoredOutcome {
+                fingerprint: [9; 32],
+                result: Ok(7),
+            },
+        ));
+        assert_eq!(decode_record(&encode_record(&batch)).unwrap(), batch);
+    }
+
+    #[test]
+    fn the_newest_generation_answers_first_and_history_merges_across_generations() {
+        let mut overlay = Overlay::default();
+        overlay.active.absorb(
+            1,
+            &changes(vec![transaction(1, "ann", 1), transaction(2, "ann", 2)]),
+        );
+        assert_eq!(overlay.freeze(), Some(1));
+        assert_eq!(overlay.freeze(), None, "an empty generation is not frozen");
+        overlay
+            .active
+            .absorb(2, &changes(vec![transaction(3, "ann", 3)]));
+
+        let newest = overlay.history(&AccountId::player("ann"), ..4, true, 2);
+        assert_eq!(newest.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        let oldest = overlay.history(&AccountId::player("ann"), 2.., false, 10);
+        assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        let ids = overlay.transactions_in(2.., 1);
+        assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(overlay.next_transaction_id(), Some(4));
+    }
+}
