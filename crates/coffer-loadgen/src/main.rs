@@ -25,6 +25,8 @@ const SETUP_GRANTS_PER_CALL: usize = 200;
 const SETUP_CALLS_IN_FLIGHT: usize = 16;
 /// Latencies are recorded in microseconds from 1 µs up to this (longer ones are clamped).
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// The closed-loop purchase phase, whose throughput is the peak the half-peak phase halves.
+const PURCHASE_PHASE_NAME: &str = "coffer purchase (durable)";
 /// Coins granted to each player before the run.
 const SETUP_COINS: i64 = 900_000;
 
@@ -62,11 +64,12 @@ struct Args {
     /// one checksummed sync.
     #[arg(long, default_value_t = coffer_store::TWO_PHASE_COMMIT_DEFAULT, action = clap::ArgAction::Set)]
     redb_two_phase_commit: bool,
-    /// Phases to run, in order: noop, purchase, mixed, postgres (postgres needs --postgres-url).
+    /// Phases to run, in order: noop, purchase, purchase-half-peak (after purchase), mixed,
+    /// postgres (needs --postgres-url).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "noop,purchase,mixed,postgres"
+        default_value = "noop,purchase,purchase-half-peak,mixed,postgres"
     )]
     phases: Vec<Phase>,
     /// After the phases, grow the data to each of these player counts (each player gets an
@@ -79,6 +82,8 @@ struct Args {
 enum Phase {
     Noop,
     Purchase,
+    /// Purchases sent at half the rate the purchase phase reached, on a fixed schedule.
+    PurchaseHalfPeak,
     Mixed,
     Postgres,
 }
@@ -119,7 +124,16 @@ enum Ended {
     Unexpected(String),
 }
 
-async fn run_phase<F, Fut>(name: &str, args: &Args, operation: F) -> PhaseResult
+/// Runs `operation` from `args.concurrency` workers for `args.duration_s`. With `rate_per_s`
+/// the workers send on a fixed schedule (open loop) and each latency counts from the moment the
+/// request was due, so a server that falls behind shows it in the percentiles instead of
+/// slowing the generator down (no coordinated omission).
+async fn run_phase<F, Fut>(
+    name: &str,
+    args: &Args,
+    rate_per_s: Option<f64>,
+    operation: F,
+) -> PhaseResult
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Ended> + Send,
@@ -129,7 +143,8 @@ where
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for worker in 0..args.concurrency.min(CONCURRENCY_MAX) {
+    let worker_count = args.concurrency.clamp(1, CONCURRENCY_MAX);
+    for worker in 0..worker_count {
         let (operation, stop, done) =
             (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
         workers.push(tokio::spawn(async move {
@@ -139,7 +154,18 @@ where
             let mut sequence = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 sequence += 1;
-                let began = Instant::now();
+                let began = match rate_per_s {
+                    Some(rate) => {
+                        let slot = (sequence - 1) * worker_count as u64 + worker as u64;
+                        let due = started + Duration::from_secs_f64(slot as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 match operation(worker, sequence).await {
                     Ended::Ok => {}
                     Ended::Expected => expected += 1,
@@ -280,7 +306,7 @@ async fn postgres_baseline(url: &str, args: &Args) -> Result<PhaseResult, tokio_
     }
     let players = args.players as u64;
     let clients = Arc::new(clients);
-    Ok(run_phase("postgres purchase (baseline)", args, move |worker, sequence| {
+    Ok(run_phase("postgres purchase (baseline)", args, None, move |worker, sequence| {
         let clients = Arc::clone(&clients);
         async move {
             let mut rng = Rng(0x9e37_79b9 ^ ((worker as u64) << 32) ^ sequence);
@@ -313,21 +339,26 @@ async fn postgres_baseline(url: &str, args: &Args) -> Result<PhaseResult, tokio_
 
 async fn noop_phase(args: &Args, channels: &Arc<Vec<tonic::transport::Channel>>) -> PhaseResult {
     let health = Arc::clone(channels);
-    run_phase("no-op gRPC call (baseline)", args, move |worker, _| {
-        let channel = health[worker % health.len()].clone();
-        async move {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-            match client
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-            {
-                Ok(_) => Ended::Ok,
-                Err(status) => Ended::Unexpected(status.to_string()),
+    run_phase(
+        "no-op gRPC call (baseline)",
+        args,
+        None,
+        move |worker, _| {
+            let channel = health[worker % health.len()].clone();
+            async move {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+                match client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    Ok(_) => Ended::Ok,
+                    Err(status) => Ended::Unexpected(status.to_string()),
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -337,11 +368,12 @@ async fn purchase_phase(
     args: &Args,
     connections: &[CofferClient],
     players: usize,
+    rate_per_s: Option<f64>,
 ) -> PhaseResult {
     let connections = Arc::new(connections.to_vec());
     let players = players as u64;
     let phase_tag = name.len() as u64;
-    run_phase(name, args, move |worker, sequence| {
+    run_phase(name, args, rate_per_s, move |worker, sequence| {
         let mut client = connections[worker % connections.len()].clone();
         async move {
             let mut rng =
@@ -363,55 +395,60 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
     let mixed = Arc::new(connections.to_vec());
     let mix = Arc::new(mix.to_vec());
     let players = args.players as u64;
-    run_phase("coffer mixed workload", args, move |worker, sequence| {
-        let mut client = mixed[worker % mixed.len()].clone();
-        let mix = Arc::clone(&mix);
-        async move {
-            let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
-            let player = format!("p{}", rng.below(players));
-            let key = format!("mix-w{worker}-{sequence}");
-            let mut pick = rng.below(mix.iter().sum());
-            let mut kind = 0;
-            while pick >= mix[kind] {
-                pick -= mix[kind];
-                kind += 1;
-            }
-            match kind {
-                0 => ended(
-                    client
-                        .purchase(&player, "potion", &[("coins", 10)], &key)
-                        .await,
-                    &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
-                ),
-                1 => {
-                    let level = 1 + rng.below(5) as u32;
-                    let price: &[(&str, i64)] = match level {
-                        1 => &[("coins", 50)],
-                        2 => &[("coins", 120)],
-                        3 => &[("coins", 300)],
-                        4 => &[("coins", 600), ("gems", 2)],
-                        _ => &[("coins", 1_200), ("gems", 5)],
-                    };
-                    ended(
-                        client
-                            .upgrade(&player, "speed_boots", level, price, &key)
-                            .await,
-                        &[
-                            Rejection::LevelChanged,
-                            Rejection::MaxLevelReached,
-                            Rejection::InsufficientFunds,
-                            Rejection::PriceChanged,
-                        ],
-                    )
+    run_phase(
+        "coffer mixed workload",
+        args,
+        None,
+        move |worker, sequence| {
+            let mut client = mixed[worker % mixed.len()].clone();
+            let mix = Arc::clone(&mix);
+            async move {
+                let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
+                let player = format!("p{}", rng.below(players));
+                let key = format!("mix-w{worker}-{sequence}");
+                let mut pick = rng.below(mix.iter().sum());
+                let mut kind = 0;
+                while pick >= mix[kind] {
+                    pick -= mix[kind];
+                    kind += 1;
                 }
-                2 => ended(
-                    client.claim_reward(&player, "coin_pickup", &key).await,
-                    &[Rejection::RateLimited, Rejection::CapExceeded],
-                ),
-                _ => ended(client.wallet(&player).await, &[]),
+                match kind {
+                    0 => ended(
+                        client
+                            .purchase(&player, "potion", &[("coins", 10)], &key)
+                            .await,
+                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+                    ),
+                    1 => {
+                        let level = 1 + rng.below(5) as u32;
+                        let price: &[(&str, i64)] = match level {
+                            1 => &[("coins", 50)],
+                            2 => &[("coins", 120)],
+                            3 => &[("coins", 300)],
+                            4 => &[("coins", 600), ("gems", 2)],
+                            _ => &[("coins", 1_200), ("gems", 5)],
+                        };
+                        ended(
+                            client
+                                .upgrade(&player, "speed_boots", level, price, &key)
+                                .await,
+                            &[
+                                Rejection::LevelChanged,
+                                Rejection::MaxLevelReached,
+                                Rejection::InsufficientFunds,
+                                Rejection::PriceChanged,
+                            ],
+                        )
+                    }
+                    2 => ended(
+                        client.claim_reward(&player, "coin_pickup", &key).await,
+                        &[Rejection::RateLimited, Rejection::CapExceeded],
+                    ),
+                    _ => ended(client.wallet(&player).await, &[]),
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -499,11 +536,23 @@ async fn main() -> std::process::ExitCode {
         let result = match phase {
             Phase::Noop => noop_phase(&args, &health).await,
             Phase::Purchase => {
+                purchase_phase(PURCHASE_PHASE_NAME, &args, &connections, args.players, None).await
+            }
+            Phase::PurchaseHalfPeak => {
+                let peak = results
+                    .iter()
+                    .find(|r: &&PhaseResult| r.name == PURCHASE_PHASE_NAME)
+                    .map(|r| r.per_second);
+                let Some(peak) = peak else {
+                    eprintln!("purchase-half needs the purchase phase before it");
+                    return std::process::ExitCode::FAILURE;
+                };
                 purchase_phase(
-                    "coffer purchase (durable)",
+                    "purchase at half of peak",
                     &args,
                     &connections,
                     args.players,
+                    Some(peak / 2.0),
                 )
                 .await
             }
@@ -538,7 +587,7 @@ async fn main() -> std::process::ExitCode {
             prepared = players;
         }
         let name = format!("purchase @ {players} players");
-        results.push(purchase_phase(&name, &args, &connections, players).await);
+        results.push(purchase_phase(&name, &args, &connections, players, None).await);
     }
     let report = match admin.verify_ledger().await {
         Ok(report) => report,

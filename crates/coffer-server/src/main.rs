@@ -44,6 +44,10 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: not served].
     #[arg(long, env = "COFFER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// redb: longest a committed change waits in the journal before a checkpoint folds it into
+    /// coffer.redb [default: 1000].
+    #[arg(long, env = "COFFER_REDB_CHECKPOINT_INTERVAL_MS")]
+    redb_checkpoint_interval_ms: Option<u64>,
 }
 
 /// The PostgreSQL URL a `--store` value names, or `None` for the embedded redb store.
@@ -502,6 +506,9 @@ fn config_from(args: &Args) -> Result<Config, String> {
         config.catalog_path = args.catalog.clone();
         config.postgres_url = postgres_url(args.store.as_deref())?;
         config.metrics_addr = args.metrics_addr;
+        if let Some(interval_ms) = args.redb_checkpoint_interval_ms {
+            config.redb.checkpoint_interval_ms = interval_ms;
+        }
         return Ok(config);
     };
     let file = FileConfig::load(path)?;
@@ -529,8 +536,9 @@ fn config_from(args: &Args) -> Result<Config, String> {
             two_phase_commit: file
                 .redb_two_phase_commit
                 .unwrap_or(coffer_store::TWO_PHASE_COMMIT_DEFAULT),
-            checkpoint_interval_ms: file
+            checkpoint_interval_ms: args
                 .redb_checkpoint_interval_ms
+                .or(file.redb_checkpoint_interval_ms)
                 .unwrap_or(coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT),
             faults: None,
         },

@@ -534,9 +534,17 @@ struct Server {
     admin_key: String,
 }
 
+/// Checkpoint intervals the cycles take turns with, so kills land while a change is only in the
+/// journal, while a checkpoint is being written and between the two.
+const CHECKPOINT_INTERVALS_MS: [u64; 3] = [1, 25, 1_000];
+
 impl Server {
-    fn spawn(data_dir: &Path, catalog: &Path) -> Child {
+    fn spawn(data_dir: &Path, catalog: &Path, context: Context) -> Child {
+        let checkpoint_interval_ms =
+            CHECKPOINT_INTERVALS_MS[context.cycle % CHECKPOINT_INTERVALS_MS.len()];
         Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("--redb-checkpoint-interval-ms")
+            .arg(checkpoint_interval_ms.to_string())
             .arg("--listen-addr")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -552,7 +560,7 @@ impl Server {
 
     /// Starts a server and waits for its address and development admin key.
     fn start(data_dir: &Path, catalog: &Path, context: Context) -> Server {
-        let mut child = Server::spawn(data_dir, catalog);
+        let mut child = Server::spawn(data_dir, catalog, context);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut endpoint = None;
         let mut admin_key = None;
@@ -1241,7 +1249,7 @@ async fn acknowledged_work_survives_sigkill_and_value_is_conserved() {
             let (data_dir, catalog) = (data_dir.clone(), catalog.clone());
             let delay_ms = schedule.below(STARTUP_KILL_DELAY_MS_MAX + 1);
             tokio::task::spawn_blocking(move || {
-                let mut child = Server::spawn(&data_dir, &catalog);
+                let mut child = Server::spawn(&data_dir, &catalog, context);
                 std::thread::sleep(Duration::from_millis(delay_ms));
                 child.kill().expect("SIGKILL");
                 child.wait().expect("reaping coffer");
