@@ -15,8 +15,8 @@ use redb::{
 };
 
 use coffer_core::{
-    AccountId, AccountState, BatchResult, Catalog, Command, IdempotencyKey, LoadedState,
-    StoredOutcome, Transaction, TransactionRecord, Verifier, VerifyReport,
+    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, StoredOutcome,
+    Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
 use crate::faults::{FaultyFile, StorageFaults};
@@ -59,6 +59,9 @@ const JOURNAL_APPLIED_THROUGH: &str = "journal_applied_through";
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often waiting threads look again, in case a wake-up raced with a failure.
 const WAIT_POLL_MS: u64 = 50;
+/// Rows a checkpoint writes per durable commit. Smaller commits keep each `fsync` short, so the
+/// journal's own `fsync`s (the request path) never queue for long behind a checkpoint's.
+const CHECKPOINT_ROWS_PER_COMMIT: usize = 256;
 /// Journal records of checkpointed batches a commit deletes at most, on top of its own record.
 const JOURNAL_DELETES_PER_COMMIT_MAX: u64 = 4_096;
 
@@ -279,22 +282,35 @@ fn read_meta_u64(txn: &ReadTransaction, name: &str) -> Result<Option<u64>, Store
     }
 }
 
-/// Writes a generation's changes into the ledger file's tables in one durable commit, each
-/// table's rows in key order, and records which journal record it reaches.
-fn write_generation(
-    ledger: &Database,
-    generation: &Generation,
-    two_phase_commit: bool,
-) -> Result<(), StoreError> {
-    let mut txn = ledger.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.set_two_phase_commit(two_phase_commit);
+/// Niceness of the checkpointer thread. Players feel the writer's and the handlers' latency,
+/// not the checkpointer's: it yields the CPU to them and catches up while they wait for the
+/// disk (it cannot fall behind without bound: the writer waits for it, see
+/// [`FROZEN_GENERATIONS_MAX`]).
+const CHECKPOINTER_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority (on Linux, `setpriority` on a thread id
+/// affects only that thread); elsewhere it keeps the default.
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), CHECKPOINTER_NICENESS)
     {
-        let mut transactions = txn.open_table(TRANSACTIONS)?;
-        for (id, transaction) in &generation.transactions {
-            transactions.insert(*id, encode(transaction).as_slice())?;
-        }
-        let mut history_rows: Vec<(&str, u64, u64)> = generation
+        tracing::debug!(%error, "the checkpointer keeps its priority");
+    }
+}
+
+/// A generation's rows, each table's in key order.
+struct GenerationRows<'a> {
+    transactions: Vec<(u64, &'a Transaction)>,
+    history: Vec<(&'a str, u64, u64)>,
+    reversals: Vec<(u64, u64)>,
+    accounts: Vec<(&'a str, &'a AccountState)>,
+    idempotency: Vec<(&'a str, &'a str, &'a StoredOutcome)>,
+}
+
+impl<'a> GenerationRows<'a> {
+    fn of(generation: &'a Generation) -> Self {
+        let mut history: Vec<(&str, u64, u64)> = generation
             .history
             .iter()
             .flat_map(|(player, versions)| {
@@ -303,43 +319,104 @@ fn write_generation(
                     .map(move |(version, id)| (player.as_str(), *version, *id))
             })
             .collect();
-        history_rows.sort_unstable();
-        let mut history = txn.open_table(HISTORY)?;
-        for (player, version, id) in history_rows {
-            history.insert((player, version), id)?;
+        history.sort_unstable();
+        let mut accounts: Vec<(&str, &AccountState)> = generation
+            .accounts
+            .iter()
+            .map(|(id, state)| (id.as_str(), state))
+            .collect();
+        accounts.sort_unstable_by_key(|(id, _)| *id);
+        let mut idempotency: Vec<(&str, &str, &StoredOutcome)> = generation
+            .idempotency
+            .iter()
+            .map(|(key, outcome)| (key.scope.as_str(), key.key.as_str(), outcome))
+            .collect();
+        idempotency.sort_unstable_by_key(|(scope, key, _)| (*scope, *key));
+        GenerationRows {
+            transactions: generation
+                .transactions
+                .iter()
+                .map(|(id, t)| (*id, t))
+                .collect(),
+            history,
+            reversals: generation.reversals.iter().map(|(o, r)| (*o, *r)).collect(),
+            accounts,
+            idempotency,
         }
-        let mut reversals = txn.open_table(REVERSALS)?;
-        for (original, reversal) in &generation.reversals {
-            reversals.insert(*original, *reversal)?;
-        }
-        let mut account_rows: Vec<(&AccountId, &AccountState)> =
-            generation.accounts.iter().collect();
-        account_rows.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let mut accounts = txn.open_table(ACCOUNTS)?;
-        for (id, state) in account_rows {
-            accounts.insert(id.as_str(), encode(state).as_slice())?;
-        }
-        let mut outcome_rows: Vec<(&IdempotencyKey, &StoredOutcome)> =
-            generation.idempotency.iter().collect();
-        outcome_rows.sort_unstable_by(|a, b| {
-            (a.0.scope.as_str(), a.0.key.as_str()).cmp(&(b.0.scope.as_str(), b.0.key.as_str()))
-        });
-        let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-        for (IdempotencyKey { scope, key }, outcome) in outcome_rows {
-            idempotency.insert((scope.as_str(), key.as_str()), encode(outcome).as_slice())?;
-        }
-        let mut meta = txn.open_table(META)?;
-        meta.insert(
-            NEXT_TRANSACTION_ID,
-            encode(&generation.next_transaction_id).as_slice(),
-        )?;
-        meta.insert(
-            JOURNAL_APPLIED_THROUGH,
-            encode(&generation.last_seq).as_slice(),
-        )?;
     }
-    txn.commit()?;
-    Ok(())
+}
+
+/// Writes a generation's changes into the ledger file's tables, rows in key order, in durable
+/// commits of at most [`CHECKPOINT_ROWS_PER_COMMIT`] rows; the last one also records which
+/// journal record the tables now include. Until then the generation stays in the overlay, which
+/// readers consult first, so they never see a half-written generation; exports and the verifier
+/// take their snapshot between checkpoints; and a crash part-way makes recovery write the same
+/// rows again (every row is a put of the newest value, so writing it twice changes nothing).
+fn write_generation(
+    ledger: &Database,
+    generation: &Generation,
+    two_phase_commit: bool,
+) -> Result<(), StoreError> {
+    let rows = GenerationRows::of(generation);
+    let mut done = [0usize; 5];
+    loop {
+        let mut budget = CHECKPOINT_ROWS_PER_COMMIT;
+        let mut take = |table: usize, len: usize| -> std::ops::Range<usize> {
+            let from = done[table];
+            let to = len.min(from + budget);
+            budget -= to - from;
+            done[table] = to;
+            from..to
+        };
+        let mut txn = ledger.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_two_phase_commit(two_phase_commit);
+        {
+            let mut transactions = txn.open_table(TRANSACTIONS)?;
+            for (id, transaction) in &rows.transactions[take(0, rows.transactions.len())] {
+                transactions.insert(*id, encode(*transaction).as_slice())?;
+            }
+            let mut history = txn.open_table(HISTORY)?;
+            for (player, version, id) in &rows.history[take(1, rows.history.len())] {
+                history.insert((*player, *version), *id)?;
+            }
+            let mut reversals = txn.open_table(REVERSALS)?;
+            for (original, reversal) in &rows.reversals[take(2, rows.reversals.len())] {
+                reversals.insert(*original, *reversal)?;
+            }
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            for (id, state) in &rows.accounts[take(3, rows.accounts.len())] {
+                accounts.insert(*id, encode(*state).as_slice())?;
+            }
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            for (scope, key, outcome) in &rows.idempotency[take(4, rows.idempotency.len())] {
+                idempotency.insert((*scope, *key), encode(*outcome).as_slice())?;
+            }
+        }
+        let finished = done
+            == [
+                rows.transactions.len(),
+                rows.history.len(),
+                rows.reversals.len(),
+                rows.accounts.len(),
+                rows.idempotency.len(),
+            ];
+        if finished {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(
+                NEXT_TRANSACTION_ID,
+                encode(&generation.next_transaction_id).as_slice(),
+            )?;
+            meta.insert(
+                JOURNAL_APPLIED_THROUGH,
+                encode(&generation.last_seq).as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        if finished {
+            return Ok(());
+        }
+    }
 }
 
 impl Shared {
@@ -589,6 +666,7 @@ impl Shared {
     }
 
     fn run_checkpointer(&self) {
+        lower_own_priority();
         loop {
             self.signal
                 .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
@@ -697,9 +775,10 @@ impl Shared {
         }
     }
 
-    /// Folds everything committed so far into the ledger file and returns the files, so one
-    /// read transaction of the ledger file sees every batch acknowledged before this call.
-    fn checkpoint_everything(&self) -> Result<Arc<Databases>, StoreError> {
+    /// Folds everything committed so far into the ledger file and returns a snapshot of it
+    /// that includes every batch acknowledged before this call. The snapshot is taken between
+    /// checkpoints (under the gate), so it never holds part of a generation.
+    fn checkpoint_everything(&self) -> Result<(Arc<Databases>, ReadTransaction), StoreError> {
         let target = {
             let mut overlay = self.overlay.write().expect("overlay lock poisoned");
             overlay.freeze();
@@ -720,7 +799,13 @@ impl Shared {
                     });
             }
         }
-        self.databases()
+        let databases = self.databases()?;
+        let _between_checkpoints = self
+            .checkpoint_gate
+            .lock()
+            .expect("checkpoint gate poisoned");
+        let snapshot = databases.ledger.begin_read()?;
+        Ok((databases, snapshot))
     }
 
     fn read_transactions(
@@ -921,7 +1006,7 @@ impl Store for RedbStore {
     }
 
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
-        let txn = self.shared.checkpoint_everything()?.ledger.begin_read()?;
+        let (_databases, txn) = self.shared.checkpoint_everything()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         let accounts = txn.open_table(ACCOUNTS)?;
         let meta = txn.open_table(META)?;
@@ -954,7 +1039,7 @@ impl Store for RedbStore {
         &self,
         sink: &mut dyn FnMut(LedgerRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let txn = self.shared.checkpoint_everything()?.ledger.begin_read()?;
+        let (_databases, txn) = self.shared.checkpoint_everything()?;
         let meta = txn.open_table(META)?;
         if let Some(bytes) = meta.get(CATALOG)? {
             let (version, source_toml): (u64, String) = decode("catalog", bytes.value())?;
