@@ -181,6 +181,9 @@ fn ids(transactions: &[coffer_core::Transaction]) -> Vec<u64> {
     transactions.iter().map(|t| t.id).collect()
 }
 
+/// Grants to other players in each batch of the checkpoint test.
+const CROWD_GRANTS_PER_BATCH: usize = 60;
+
 fn frequent_checkpoints() -> RedbOptions {
     RedbOptions {
         checkpoint_interval_ms: 1,
@@ -201,13 +204,24 @@ fn reads_see_every_committed_batch_while_checkpoints_run() {
     let mut checkpoints_seen = 0;
     for round in 0..300u64 {
         let player = players[(round * 7 % 4) as usize];
-        let batch = [
+        // Other players' grants make each batch a few hundred rows, so checkpoints span
+        // several commits and reads run while one is half written.
+        let mut batch = vec![
             grant(player, &format!("g{round}"), 5),
             purchase(player, &format!("p{round}")),
         ];
+        batch.extend(
+            (0..CROWD_GRANTS_PER_BATCH)
+                .map(|i| grant(&format!("crowd{i}"), &format!("c{round}-{i}"), 1)),
+        );
         let result = store.commit_batch(&batch, &catalog, round as i64).unwrap();
         for transaction in &result.changes.transactions {
-            history.entry(player).or_default().push(transaction.id);
+            if transaction
+                .account_versions
+                .contains_key(&AccountId::player(player))
+            {
+                history.entry(player).or_default().push(transaction.id);
+            }
         }
         coins.insert(
             player,
