@@ -1,6 +1,8 @@
 //! The store's cost per durable commit: `RedbStore::commit_batch` of 1, 64 and 1,024 purchases
 //! by distinct, already opened players, on a real redb file in a temporary directory, beside
 //! the baseline of a bare durable redb commit of one key (the fsync cost every batch pays).
+//! A commit is the batch's journal record; the checkpointer thread folds generations into the
+//! indexed tables meanwhile, so its cost shows as far as it competes for the CPU and the disk.
 //!
 //! `cargo bench -p coffer-store --bench commit_batch`
 
