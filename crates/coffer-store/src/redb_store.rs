@@ -701,21 +701,25 @@ impl Shared {
         }
     }
 
+    /// The open files, unless a write failed since (the checkpointer never reopens them: the
+    /// next caller of [`Shared::databases`] does, and recovers).
+    fn healthy_databases(&self) -> Option<Arc<Databases>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.databases
+            .read()
+            .expect("database lock poisoned")
+            .clone()
+    }
+
     /// Folds the oldest frozen generation into the ledger file; false when there is none.
     fn checkpoint_oldest(&self) -> Result<bool, StoreError> {
         let _gate = self
             .checkpoint_gate
             .lock()
             .expect("checkpoint gate poisoned");
-        if self.broken.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        let Some(databases) = self
-            .databases
-            .read()
-            .expect("database lock poisoned")
-            .clone()
-        else {
+        let Some(databases) = self.healthy_databases() else {
             return Ok(false);
         };
         let Some(generation) = self.read_overlay().frozen.front().cloned() else {
@@ -750,15 +754,7 @@ impl Shared {
 
     /// At a clean stop: deletes the journal records the ledger file includes.
     fn forget_checkpointed_records(&self) {
-        if self.broken.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(databases) = self
-            .databases
-            .read()
-            .expect("database lock poisoned")
-            .clone()
-        else {
+        let Some(databases) = self.healthy_databases() else {
             return;
         };
         let through = self.checkpointed_through.load(Ordering::SeqCst);
@@ -997,8 +993,8 @@ impl Store for RedbStore {
         let transactions = txn.open_table(TRANSACTIONS)?;
         for entry in transactions.range(start..)?.take(limit) {
             let (id, bytes) = entry?;
-            if !found.contains_key(&id.value()) {
-                found.insert(id.value(), decode("transaction", bytes.value())?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(id.value()) {
+                slot.insert(decode("transaction", bytes.value())?);
             }
         }
         keep_ends(&mut found, false, limit);
