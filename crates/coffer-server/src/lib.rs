@@ -334,6 +334,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let events = Arc::new(events::Events::default());
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.watch_store(&store);
     let metrics_listener = match config.metrics_addr {
         Some(addr) => Some(
             metrics::bind(addr)

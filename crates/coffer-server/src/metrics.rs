@@ -79,6 +79,11 @@ pub struct Metrics {
     commit_duration: Histogram,
     commit_failures: Counter,
     subscribers: Gauge,
+    journal_records_pending: Gauge,
+    frozen_generations: Gauge,
+    last_checkpoint: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Read at each scrape; weak, so a scrape never keeps a stopped server's store open.
+    store: std::sync::RwLock<Option<std::sync::Weak<dyn coffer_store::Store>>>,
 }
 
 impl Default for Metrics {
@@ -135,6 +140,25 @@ impl Metrics {
         );
         let subscribers = Gauge::default();
         registry.register("subscribers", "Open Subscribe streams", subscribers.clone());
+        let journal_records_pending = Gauge::default();
+        registry.register(
+            "journal_records_pending",
+            "Committed batches not yet checkpointed into the indexed tables (embedded redb store)",
+            journal_records_pending.clone(),
+        );
+        let frozen_generations = Gauge::default();
+        registry.register(
+            "checkpoint_frozen_generations",
+            "Generations waiting for their checkpoint; the writer waits when this reaches its bound",
+            frozen_generations.clone(),
+        );
+        let last_checkpoint = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "checkpoint_last_duration",
+            "How long the last checkpoint took (embedded redb store)",
+            Unit::Seconds,
+            last_checkpoint.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -144,7 +168,16 @@ impl Metrics {
             commit_duration,
             commit_failures,
             subscribers,
+            journal_records_pending,
+            frozen_generations,
+            last_checkpoint,
+            store: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Reports `store`'s checkpoint lag at every scrape, while the store lives.
+    pub fn watch_store(&self, store: &Arc<dyn coffer_store::Store>) {
+        *self.store.write().expect("metrics store lock poisoned") = Some(Arc::downgrade(store));
     }
 
     /// The gauge of open Subscribe streams, for the stream counter to move.
@@ -192,6 +225,21 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format.
     pub fn encode(&self) -> String {
+        let status = self
+            .store
+            .read()
+            .expect("metrics store lock poisoned")
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|store| store.checkpoint_status());
+        if let Some(status) = status {
+            self.journal_records_pending
+                .set(i64::try_from(status.journal_records_pending).unwrap_or(i64::MAX));
+            self.frozen_generations
+                .set(i64::try_from(status.frozen_generations).unwrap_or(i64::MAX));
+            self.last_checkpoint
+                .set(status.last_checkpoint_ms as f64 / 1000.0);
+        }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -115,6 +115,8 @@ async fn scrape_until(addr: SocketAddr, done: impl Fn(&Scrape) -> bool) -> Scrap
 async fn start(data_dir: &std::path::Path) -> RunningServer {
     let mut config = Config::development("127.0.0.1:0".parse().unwrap(), data_dir);
     config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    // No checkpoint during the test, so the journal lag counts every batch.
+    config.redb.checkpoint_interval_ms = 3_600_000;
     coffer_server::start(config).await.expect("server starts")
 }
 
@@ -210,6 +212,13 @@ async fn metrics_count_requests_rejections_and_commits_exactly() {
     );
     assert!(after.value("coffer_commit_duration_seconds_sum", &[]) > 0.0);
     assert_eq!(after.value("coffer_commit_failures_total", &[]), 0.0);
+    // Each of those batches stored outcomes, so each left one journal record, none of them
+    // checkpointed yet.
+    assert_eq!(after.value("coffer_journal_records_pending", &[]), batches);
+    assert_eq!(
+        after.value("coffer_checkpoint_frozen_generations", &[]),
+        0.0
+    );
 
     // A Subscribe stream is counted while open; when the client drops it, the gauge falls back
     // and the request is recorded as CANCELLED (its status never reached the client).

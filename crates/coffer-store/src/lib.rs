@@ -75,6 +75,18 @@ pub(crate) fn check_import_order(
     Ok(())
 }
 
+/// How far the embedded store's checkpoints trail its commits (see `journal.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStatus {
+    /// Batches committed to the journal whose changes are not in the indexed tables yet.
+    pub journal_records_pending: u64,
+    /// Generations frozen and waiting for their checkpoint; the writer waits at
+    /// [`FROZEN_GENERATIONS_MAX`].
+    pub frozen_generations: u64,
+    /// How long the last checkpoint took.
+    pub last_checkpoint_ms: u64,
+}
+
 /// A catalog as stored: its version and the TOML it was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCatalog {
@@ -150,6 +162,11 @@ pub trait Store: Send + Sync + 'static {
     /// the newest transaction committed anywhere, each time it changes (and now and then
     /// repeated). `None` for storage only this process writes.
     fn commits_elsewhere(&self) -> Option<std::sync::mpsc::Receiver<u64>> {
+        None
+    }
+
+    /// How far checkpoints trail commits, for storage that checkpoints. `None` otherwise.
+    fn checkpoint_status(&self) -> Option<CheckpointStatus> {
         None
     }
 }

@@ -26,8 +26,8 @@ use crate::journal::{
 };
 use crate::record::{decode, encode};
 use crate::{
-    IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
-    prepare_and_apply,
+    CheckpointStatus, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog,
+    check_import_order, prepare_and_apply,
 };
 
 /// The ledger file inside the data directory: the indexed tables, as of the last checkpoint.
@@ -136,6 +136,7 @@ struct Shared {
     cursor: Mutex<JournalCursor>,
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
+    last_checkpoint_ms: AtomicU64,
     /// Held for a whole checkpoint, and by a reopen, so the two never overlap.
     checkpoint_gate: Mutex<()>,
     signal: Signal,
@@ -171,6 +172,7 @@ impl RedbStore {
             overlay: RwLock::default(),
             cursor: Mutex::new(JournalCursor::after(0)),
             checkpointed_through: AtomicU64::new(0),
+            last_checkpoint_ms: AtomicU64::new(0),
             checkpoint_gate: Mutex::new(()),
             signal: Signal::default(),
             stopping: AtomicBool::new(false),
@@ -741,6 +743,8 @@ impl Shared {
         }
         self.checkpointed_through
             .store(generation.last_seq, Ordering::SeqCst);
+        self.last_checkpoint_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.signal.notify();
         tracing::debug!(
             transactions = generation.transactions.len(),
@@ -954,6 +958,15 @@ impl Store for RedbStore {
             transaction,
             reversed_by,
         }))
+    }
+
+    fn checkpoint_status(&self) -> Option<CheckpointStatus> {
+        let journaled = self.journaled_through();
+        Some(CheckpointStatus {
+            journal_records_pending: journaled.saturating_sub(self.checkpointed_through()),
+            frozen_generations: self.shared.read_overlay().frozen.len() as u64,
+            last_checkpoint_ms: self.shared.last_checkpoint_ms.load(Ordering::Relaxed),
+        })
     }
 
     fn history_before(
