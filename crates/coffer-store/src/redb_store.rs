@@ -62,8 +62,10 @@ const WAIT_POLL_MS: u64 = 50;
 /// Rows a checkpoint writes per durable commit. Smaller commits keep each `fsync` short, so the
 /// journal's own `fsync`s (the request path) never queue for long behind a checkpoint's.
 const CHECKPOINT_ROWS_PER_COMMIT: usize = 256;
-/// Journal records of checkpointed batches a commit deletes at most, on top of its own record.
-const JOURNAL_DELETES_PER_COMMIT_MAX: u64 = 4_096;
+/// Journal records of checkpointed batches a commit deletes at most, on top of its own record:
+/// spread over many commits, so no single one pays for a whole generation's deletions (each
+/// commit adds one record, so deletion keeps pace).
+const JOURNAL_DELETES_PER_COMMIT_MAX: u64 = 8;
 
 /// Whether commits use redb's two-phase commit unless told otherwise.
 pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
