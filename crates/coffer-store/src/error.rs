@@ -16,6 +16,13 @@ pub enum StoreError {
     /// The database is being opened again after a storage error; retry shortly.
     #[error("the database is reopening after a storage error")]
     Reopening,
+    /// The thread that checkpoints the journal stopped unexpectedly, so the store takes no more
+    /// writes than it can hold in memory. Everything committed is in the journal; a restart
+    /// recovers it.
+    #[error(
+        "the checkpointer stopped; restart the server (every committed batch is in the journal)"
+    )]
+    CheckpointerStopped,
     /// Another process holds the database open.
     #[error("the database {0} is already open in another process")]
     AlreadyOpen(String),

@@ -143,6 +143,8 @@ struct Shared {
     checkpoint_gate: Mutex<()>,
     signal: Signal,
     stopping: AtomicBool,
+    /// Cleared when the checkpointer thread ends, however it ends, so nobody waits for it then.
+    checkpointer_running: AtomicBool,
     ledger_path: PathBuf,
     journal_path: PathBuf,
     two_phase_commit: bool,
@@ -178,6 +180,7 @@ impl RedbStore {
             checkpoint_gate: Mutex::new(()),
             signal: Signal::default(),
             stopping: AtomicBool::new(false),
+            checkpointer_running: AtomicBool::new(true),
             ledger_path: data_dir.join(DATABASE_FILE_NAME),
             journal_path: data_dir.join(JOURNAL_FILE_NAME),
             two_phase_commit,
@@ -549,9 +552,13 @@ impl Shared {
             if self.broken.load(Ordering::SeqCst) {
                 return Err(StoreError::Reopening);
             }
+            if !self.checkpointer_running.load(Ordering::SeqCst) {
+                return Err(StoreError::CheckpointerStopped);
+            }
             self.signal
                 .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
                     self.broken.load(Ordering::SeqCst)
+                        || !self.checkpointer_running.load(Ordering::SeqCst)
                         || self.read_overlay().frozen.len() < FROZEN_GENERATIONS_MAX
                 });
         }
@@ -670,6 +677,18 @@ impl Shared {
     }
 
     fn run_checkpointer(&self) {
+        /// Runs when the thread ends, also by a panic.
+        struct Ended<'a>(&'a Shared);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.checkpointer_running.store(false, Ordering::SeqCst);
+                if !self.0.stopping.load(Ordering::SeqCst) {
+                    tracing::error!("the checkpointer stopped; writes fail until a restart");
+                }
+                self.0.signal.notify();
+            }
+        }
+        let _ended = Ended(self);
         lower_own_priority();
         loop {
             self.signal
@@ -794,9 +813,13 @@ impl Shared {
                     self.databases()?;
                     continue;
                 }
+                if !self.checkpointer_running.load(Ordering::SeqCst) {
+                    return Err(StoreError::CheckpointerStopped);
+                }
                 self.signal
                     .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
                         self.broken.load(Ordering::SeqCst)
+                            || !self.checkpointer_running.load(Ordering::SeqCst)
                             || self.checkpointed_through.load(Ordering::SeqCst) >= target
                     });
             }
