@@ -522,10 +522,17 @@ impl Shared {
         Ok(())
     }
 
-    /// Records that a write failed: the next call reopens the files and recovers.
+    /// Records that a write failed: the next call reopens the files and recovers. Waiting for a
+    /// reopen, or for a checkpointer that stopped (a reopen would not bring it back), is not a
+    /// new storage failure.
     fn write_failed(&self, error: StoreError) -> StoreError {
-        self.broken.store(true, Ordering::SeqCst);
-        self.signal.notify();
+        if !matches!(
+            error,
+            StoreError::Reopening | StoreError::CheckpointerStopped
+        ) {
+            self.broken.store(true, Ordering::SeqCst);
+            self.signal.notify();
+        }
         error
     }
 
@@ -533,10 +540,25 @@ impl Shared {
         self.overlay.read().expect("overlay lock poisoned")
     }
 
+    /// Waits (one poll interval at most) until the checkpointer made `progress` true, or until
+    /// something ends the wait early: a write failed, or the checkpointer stopped.
+    fn wait_for_checkpointer(&self, mut progress: impl FnMut() -> bool) {
+        self.signal
+            .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
+                self.broken.load(Ordering::SeqCst)
+                    || !self.checkpointer_running.load(Ordering::SeqCst)
+                    || progress()
+            });
+    }
+
     /// Waits while the active generation is full and enough frozen ones wait for their
     /// checkpoint; freezes the active one once there is room.
     fn wait_for_room(&self) -> Result<(), StoreError> {
         loop {
+            // The common case, room in the active generation, needs only the read lock.
+            if !self.read_overlay().active.is_full() {
+                return Ok(());
+            }
             {
                 let mut overlay = self.overlay.write().expect("overlay lock poisoned");
                 if !overlay.active.is_full() {
@@ -555,12 +577,9 @@ impl Shared {
             if !self.checkpointer_running.load(Ordering::SeqCst) {
                 return Err(StoreError::CheckpointerStopped);
             }
-            self.signal
-                .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
-                    self.broken.load(Ordering::SeqCst)
-                        || !self.checkpointer_running.load(Ordering::SeqCst)
-                        || self.read_overlay().frozen.len() < FROZEN_GENERATIONS_MAX
-                });
+            self.wait_for_checkpointer(|| {
+                self.read_overlay().frozen.len() < FROZEN_GENERATIONS_MAX
+            });
         }
     }
 
@@ -816,12 +835,9 @@ impl Shared {
                 if !self.checkpointer_running.load(Ordering::SeqCst) {
                     return Err(StoreError::CheckpointerStopped);
                 }
-                self.signal
-                    .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
-                        self.broken.load(Ordering::SeqCst)
-                            || !self.checkpointer_running.load(Ordering::SeqCst)
-                            || self.checkpointed_through.load(Ordering::SeqCst) >= target
-                    });
+                self.wait_for_checkpointer(|| {
+                    self.checkpointed_through.load(Ordering::SeqCst) >= target
+                });
             }
         }
         let databases = self.databases()?;
@@ -910,11 +926,7 @@ impl Store for RedbStore {
     ) -> Result<BatchResult, StoreError> {
         self.shared
             .commit_batch(commands, catalog, now_unix_ms)
-            .map_err(|error| match error {
-                // Waiting for a reopen is not a new failure.
-                StoreError::Reopening => error,
-                error => self.shared.write_failed(error),
-            })
+            .map_err(|error| self.shared.write_failed(error))
     }
 
     fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError> {
@@ -931,10 +943,7 @@ impl Store for RedbStore {
             txn.commit()?;
             Ok(())
         })();
-        saved.map_err(|error| match error {
-            StoreError::Reopening => error,
-            error => self.shared.write_failed(error),
-        })
+        saved.map_err(|error| self.shared.write_failed(error))
     }
 
     fn stored_catalog(&self) -> Result<Option<StoredCatalog>, StoreError> {
