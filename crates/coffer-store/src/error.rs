@@ -7,6 +7,12 @@ pub enum StoreError {
     /// The database engine or the disk failed (I/O error, disk full, corruption detected).
     #[error("storage failed: {0}")]
     Engine(#[from] redb::Error),
+    /// Reading or writing the embedded store's journal failed.
+    #[error("journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
     /// PostgreSQL refused or failed a statement, or the connection broke.
     #[error("postgres: {0}")]
     Postgres(String),

@@ -1,5 +1,5 @@
-//! Storage faults on demand, for reliability tests: a redb storage backend that passes every call
-//! to the real file until told to fail writes, syncs, or to behave like a full disk. The server
+//! Storage faults on demand, for reliability tests: a redb storage backend (and the journal's
+//! writes) passing every call to the real file until told to fail writes, syncs, or to behave like a full disk. The server
 //! must then answer UNAVAILABLE, acknowledge nothing it did not commit and recover once the fault
 //! clears; tests flip the switch while real clients keep calling.
 
@@ -53,6 +53,23 @@ impl StorageFaults {
         self.injected.load(Ordering::SeqCst)
     }
 
+    /// What a write meets now: an error under `WriteError` and `DiskFull`.
+    pub(crate) fn before_write(&self) -> Result<(), std::io::Error> {
+        match self.current() {
+            Fault::WriteError => Err(self.fail(std::io::ErrorKind::Other, "write failed")),
+            Fault::DiskFull => Err(self.fail(std::io::ErrorKind::StorageFull, "disk full")),
+            _ => Ok(()),
+        }
+    }
+
+    /// What an `fsync` meets now: an error under `SyncError`.
+    pub(crate) fn before_sync(&self) -> Result<(), std::io::Error> {
+        if self.current() == Fault::SyncError {
+            return Err(self.fail(std::io::ErrorKind::Other, "fsync failed"));
+        }
+        Ok(())
+    }
+
     fn fail(&self, kind: std::io::ErrorKind, what: &str) -> std::io::Error {
         self.injected.fetch_add(1, Ordering::SeqCst);
         std::io::Error::new(kind, format!("injected fault: {what}"))
@@ -97,20 +114,13 @@ impl StorageBackend for FaultyFile {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        if self.faults.current() == Fault::SyncError {
-            return Err(self.faults.fail(std::io::ErrorKind::Other, "fsync failed"));
-        }
+        self.faults.before_sync()?;
         self.file.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        match self.faults.current() {
-            Fault::WriteError => Err(self.faults.fail(std::io::ErrorKind::Other, "write failed")),
-            Fault::DiskFull => Err(self
-                .faults
-                .fail(std::io::ErrorKind::StorageFull, "disk full")),
-            _ => self.file.write(offset, data),
-        }
+        self.faults.before_write()?;
+        self.file.write(offset, data)
     }
 
     fn close(&self) -> Result<(), std::io::Error> {

@@ -19,7 +19,7 @@ use coffer_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::record::{decode, encode};
+use crate::record::{decode, encode_into};
 
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
 /// writer freezes it for a checkpoint. Larger generations share more page writes per checkpoint
@@ -50,15 +50,18 @@ struct JournalRecord {
     next_transaction_id: u64,
 }
 
-/// The journal record of a batch's changes.
-pub(crate) fn encode_record(changes: &BatchChanges) -> Vec<u8> {
-    encode(&JournalRecordRef {
-        transactions: &changes.transactions,
-        accounts: &changes.accounts,
-        reversals: &changes.reversals,
-        idempotency: &changes.idempotency,
-        next_transaction_id: changes.next_transaction_id,
-    })
+/// Appends the journal record of a batch's changes to `out`.
+pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) {
+    encode_into(
+        &JournalRecordRef {
+            transactions: &changes.transactions,
+            accounts: &changes.accounts,
+            reversals: &changes.reversals,
+            idempotency: &changes.idempotency,
+            next_transaction_id: changes.next_transaction_id,
+        },
+        out,
+    )
 }
 
 /// A batch's changes from its journal record.
@@ -329,7 +332,9 @@ mod tests {
                 result: Ok(7),
             },
         ));
-        assert_eq!(decode_record(&encode_record(&batch)).unwrap(), batch);
+        let mut bytes = Vec::new();
+        encode_record_into(&batch, &mut bytes);
+        assert_eq!(decode_record(&bytes).unwrap(), batch);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod error;
 mod export_file;
 mod faults;
 mod journal;
+mod journal_file;
 mod postgres_store;
 mod record;
 mod redb_store;
@@ -19,9 +20,10 @@ pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
 pub use faults::{Fault, StorageFaults};
 pub use journal::{FROZEN_GENERATIONS_MAX, GENERATION_WEIGHT_MAX};
+pub use journal_file::{JOURNAL_DIR_NAME, journal_record_count};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{
-    CHECKPOINT_INTERVAL_MS_DEFAULT, DATABASE_FILE_NAME, JOURNAL_FILE_NAME, RedbOptions, RedbStore,
+    CHECKPOINT_INTERVAL_MS_DEFAULT, DATABASE_FILE_NAME, RedbOptions, RedbStore,
     TWO_PHASE_COMMIT_DEFAULT,
 };
 

@@ -1,8 +1,8 @@
-//! The embedded default: two redb files in the data directory. A batch is acknowledged once its
-//! journal record is committed to `coffer-journal.redb` with `Durability::Immediate` (two-phase
-//! commit by default), so an acknowledged batch survives power loss. A checkpointer thread folds
-//! journaled changes into the indexed tables of `coffer.redb` in large commits, off the request
-//! path; until then reads find them in memory (see [`crate::journal`]).
+//! The embedded default: a redb file and a journal directory in the data directory. A batch is
+//! acknowledged once its journal record is appended to `coffer-journal/` and `fdatasync`ed, so an
+//! acknowledged batch survives power loss. A checkpointer thread folds journaled changes into the
+//! indexed tables of `coffer.redb` in large commits, off the request path; until then reads find
+//! them in memory (see [`crate::journal`] and [`crate::journal_file`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,8 +22,9 @@ use coffer_core::{
 use crate::faults::{FaultyFile, StorageFaults};
 use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
-    encode_record, keep_ends,
+    encode_record_into, keep_ends,
 };
+use crate::journal_file::{JOURNAL_DIR_NAME, JournalWriter, read_journal};
 use crate::record::{decode, encode};
 use crate::{
     CheckpointStatus, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog,
@@ -32,8 +33,6 @@ use crate::{
 
 /// The ledger file inside the data directory: the indexed tables, as of the last checkpoint.
 pub const DATABASE_FILE_NAME: &str = "coffer.redb";
-/// The journal file inside the data directory: batches committed since the last checkpoint.
-pub const JOURNAL_FILE_NAME: &str = "coffer-journal.redb";
 
 /// Account name → encoded `AccountState`.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -47,8 +46,6 @@ const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
 /// Named values: `next_transaction_id`, `catalog`, `journal_applied_through`.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// In the journal file: sequence number → encoded batch changes.
-const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 const NEXT_TRANSACTION_ID: &str = "next_transaction_id";
 const CATALOG: &str = "catalog";
@@ -62,10 +59,6 @@ const WAIT_POLL_MS: u64 = 50;
 /// Rows a checkpoint writes per durable commit. Smaller commits keep each `fsync` short, so the
 /// journal's own `fsync`s (the request path) never queue for long behind a checkpoint's.
 const CHECKPOINT_ROWS_PER_COMMIT: usize = 256;
-/// Journal records of checkpointed batches a commit deletes at most, on top of its own record:
-/// spread over many commits, so no single one pays for a whole generation's deletions (each
-/// commit adds one record, so deletion keeps pace).
-const JOURNAL_DELETES_PER_COMMIT_MAX: u64 = 8;
 
 /// Whether commits use redb's two-phase commit unless told otherwise.
 pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
@@ -104,30 +97,17 @@ pub struct RedbStore {
     checkpointer: Option<JoinHandle<()>>,
 }
 
-/// The two open files.
+/// The open ledger file and journal.
 struct Databases {
     ledger: Database,
-    journal: Database,
-}
-
-/// Where the writer's next journal record goes, and which old ones are gone.
-struct JournalCursor {
-    next_seq: u64,
-    deleted_through: u64,
-}
-
-impl JournalCursor {
-    fn after(applied_through: u64) -> Self {
-        JournalCursor {
-            next_seq: applied_through + 1,
-            deleted_through: applied_through,
-        }
-    }
+    /// Held by the writer for a whole batch.
+    journal: Mutex<JournalWriter>,
 }
 
 /// What the store's callers and its checkpointer thread share. Lock order, where several are
-/// held: `checkpoint_gate`, `databases`, `cursor`, `overlay`, and `Signal`'s lock only alone or
-/// last (waiters read the overlay inside it; nobody holds the overlay while notifying).
+/// held: `checkpoint_gate`, `databases`, `Databases::journal`, `overlay`, and `Signal`'s lock
+/// only alone or last (waiters read the overlay inside it; nobody holds the overlay while
+/// notifying).
 struct Shared {
     /// `None` while a reopen after an I/O error has not succeeded yet.
     databases: RwLock<Option<Arc<Databases>>>,
@@ -135,7 +115,8 @@ struct Shared {
     /// is opened again, which also recovers the last durable commit from the files.
     broken: AtomicBool,
     overlay: RwLock<Overlay>,
-    cursor: Mutex<JournalCursor>,
+    /// The newest journal record written (0 before the first).
+    journaled_through: AtomicU64,
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
     last_checkpoint_ms: AtomicU64,
@@ -146,7 +127,7 @@ struct Shared {
     /// Cleared when the checkpointer thread ends, however it ends, so nobody waits for it then.
     checkpointer_running: AtomicBool,
     ledger_path: PathBuf,
-    journal_path: PathBuf,
+    journal_dir: PathBuf,
     two_phase_commit: bool,
     checkpoint_interval: Duration,
     faults: Option<StorageFaults>,
@@ -174,7 +155,7 @@ impl RedbStore {
             databases: RwLock::new(None),
             broken: AtomicBool::new(false),
             overlay: RwLock::default(),
-            cursor: Mutex::new(JournalCursor::after(0)),
+            journaled_through: AtomicU64::new(0),
             checkpointed_through: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             checkpoint_gate: Mutex::new(()),
@@ -182,14 +163,14 @@ impl RedbStore {
             stopping: AtomicBool::new(false),
             checkpointer_running: AtomicBool::new(true),
             ledger_path: data_dir.join(DATABASE_FILE_NAME),
-            journal_path: data_dir.join(JOURNAL_FILE_NAME),
+            journal_dir: data_dir.join(JOURNAL_DIR_NAME),
             two_phase_commit,
             checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),
             faults,
         };
         let (databases, applied_through) = shared.open_databases()?;
         *shared.databases.get_mut().expect("fresh lock") = Some(Arc::new(databases));
-        *shared.cursor.get_mut().expect("fresh lock") = JournalCursor::after(applied_through);
+        *shared.journaled_through.get_mut() = applied_through;
         *shared.checkpointed_through.get_mut() = applied_through;
         let shared = Arc::new(shared);
         let checkpointer = {
@@ -213,19 +194,14 @@ impl RedbStore {
         &self.shared.ledger_path
     }
 
-    /// Where the journal file lives.
-    pub fn journal_path(&self) -> &Path {
-        &self.shared.journal_path
+    /// The journal's directory.
+    pub fn journal_dir(&self) -> &Path {
+        &self.shared.journal_dir
     }
 
     /// Sequence number of the newest journal record written (0 before the first).
     pub fn journaled_through(&self) -> u64 {
-        self.shared
-            .cursor
-            .lock()
-            .expect("journal cursor poisoned")
-            .next_seq
-            - 1
+        self.shared.journaled_through.load(Ordering::SeqCst)
     }
 
     /// Sequence number of the newest journal record the ledger file's tables include.
@@ -427,11 +403,11 @@ fn write_generation(
 }
 
 impl Shared {
-    /// Opens both files, creates missing tables and folds journal records the ledger file does
-    /// not include yet into it. Returns the newest journal record it includes.
+    /// Opens the ledger file, creates missing tables, folds journal records it does not
+    /// include yet into it and starts an empty journal. Returns the newest journal record the
+    /// ledger file includes.
     fn open_databases(&self) -> Result<(Databases, u64), StoreError> {
         let ledger = open_database(&self.ledger_path, self.faults.as_ref())?;
-        let journal = open_database(&self.journal_path, self.faults.as_ref())?;
         {
             let mut txn = ledger.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -442,24 +418,15 @@ impl Shared {
             txn.open_table(REVERSALS)?;
             txn.open_table(META)?;
             txn.commit()?;
-            let mut txn = journal.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.open_table(JOURNAL)?;
-            txn.commit()?;
         }
         let applied_through =
             read_meta_u64(&ledger.begin_read()?, JOURNAL_APPLIED_THROUGH)?.unwrap_or(0);
         let mut recovered = Generation::default();
-        let mut journal_is_empty = true;
-        {
-            let txn = journal.begin_read()?;
-            for entry in txn.open_table(JOURNAL)?.iter()? {
-                let (seq, bytes) = entry?;
-                journal_is_empty = false;
-                if seq.value() > applied_through {
-                    recovered.absorb(seq.value(), &decode_record(bytes.value())?);
-                }
-            }
+        if self.journal_dir.exists() {
+            read_journal(&self.journal_dir, applied_through + 1, |seq, bytes| {
+                recovered.absorb(seq, &decode_record(bytes)?);
+                Ok(())
+            })?;
         }
         let applied_through = if recovered.is_empty() {
             applied_through
@@ -472,13 +439,17 @@ impl Shared {
             );
             recovered.last_seq
         };
-        if !journal_is_empty {
-            let mut txn = journal.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.open_table(JOURNAL)?.retain(|_, _| false)?;
-            txn.commit()?;
-        }
-        Ok((Databases { ledger, journal }, applied_through))
+        // Everything the journal held is in the ledger file now (durably: the checkpoint's
+        // commits are), so its segments can go.
+        let journal =
+            JournalWriter::start_empty(&self.journal_dir, self.faults.clone(), applied_through + 1)?;
+        Ok((
+            Databases {
+                ledger,
+                journal: Mutex::new(journal),
+            },
+            applied_through,
+        ))
     }
 
     /// The open files, reopened first if a write failed since.
@@ -511,8 +482,8 @@ impl Shared {
         let (databases, applied_through) = self.open_databases()?;
         // Everything durable is in the ledger file now; what the overlay held is either there
         // or was never committed.
-        *self.cursor.lock().expect("journal cursor poisoned") =
-            JournalCursor::after(applied_through);
+        self.journaled_through
+            .store(applied_through, Ordering::SeqCst);
         *self.overlay.write().expect("overlay lock poisoned") = Overlay::default();
         self.checkpointed_through
             .store(applied_through, Ordering::SeqCst);
@@ -591,7 +562,7 @@ impl Shared {
     ) -> Result<BatchResult, StoreError> {
         let databases = self.databases()?;
         self.wait_for_room()?;
-        let mut cursor = self.cursor.lock().expect("journal cursor poisoned");
+        let mut journal = databases.journal.lock().expect("journal lock poisoned");
         let result = {
             // Held while loading, so no generation leaves the overlay between a miss there
             // and the read of the ledger file (its snapshot is taken under it too).
@@ -657,25 +628,10 @@ impl Shared {
             return Ok(result);
         }
 
-        let seq = cursor.next_seq;
-        let delete_through = self
-            .checkpointed_through
-            .load(Ordering::SeqCst)
-            .min(cursor.deleted_through + JOURNAL_DELETES_PER_COMMIT_MAX)
-            .max(cursor.deleted_through);
-        let mut txn = databases.journal.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.set_two_phase_commit(self.two_phase_commit);
-        {
-            let mut journal = txn.open_table(JOURNAL)?;
-            journal.insert(seq, encode_record(&result.changes).as_slice())?;
-            for checkpointed in cursor.deleted_through + 1..=delete_through {
-                journal.remove(checkpointed)?;
-            }
-        }
-        txn.commit()?;
-        cursor.next_seq = seq + 1;
-        cursor.deleted_through = delete_through;
+        let seq = journal.append(self.checkpointed_through.load(Ordering::SeqCst), |out| {
+            encode_record_into(&result.changes, out)
+        })?;
+        self.journaled_through.store(seq, Ordering::SeqCst);
         self.overlay
             .write()
             .expect("overlay lock poisoned")
@@ -796,22 +752,18 @@ impl Shared {
         Ok(true)
     }
 
-    /// At a clean stop: deletes the journal records the ledger file includes.
+    /// At a clean stop, once every journal record is checkpointed: removes the journal's
+    /// segments, so the ledger file alone holds the ledger.
     fn forget_checkpointed_records(&self) {
         let Some(databases) = self.healthy_databases() else {
             return;
         };
-        let through = self.checkpointed_through.load(Ordering::SeqCst);
-        let deleted = (|| -> Result<(), StoreError> {
-            let mut txn = databases.journal.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            txn.open_table(JOURNAL)?
-                .retain_in(..=through, |_, _| false)?;
-            txn.commit()?;
-            Ok(())
-        })();
-        if let Err(error) = deleted {
-            tracing::warn!(%error, "old journal records stay until the next open");
+        let mut journal = databases.journal.lock().expect("journal lock poisoned");
+        if self.checkpointed_through.load(Ordering::SeqCst) + 1 < journal.next_seq() {
+            return;
+        }
+        if let Err(error) = journal.remove_all() {
+            tracing::warn!(%error, "old journal segments stay until the next open");
         }
     }
 
@@ -1126,11 +1078,10 @@ impl Store for RedbStore {
     ) -> Result<u64, StoreError> {
         let databases = self.shared.databases()?;
         {
+            // Journal records are folded in at open, and later ones are in the overlay.
             let txn = databases.ledger.begin_read()?;
-            let journal = databases.journal.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
                 || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
-                || journal.open_table(JOURNAL)?.iter()?.next().is_some()
                 || self.shared.read_overlay().next_transaction_id().is_some()
             {
                 return Err(StoreError::NotEmpty);

@@ -292,12 +292,7 @@ const CRASH_CHILD_DIR: &str = "COFFER_STORE_CRASH_CHILD_DIR";
 const CRASH_CHILD_BATCHES: u64 = 40;
 
 fn journal_records(dir: &std::path::Path) -> usize {
-    let journal = redb::Database::create(dir.join(coffer_store::JOURNAL_FILE_NAME)).unwrap();
-    let txn = redb::ReadableDatabase::begin_read(&journal).unwrap();
-    let table = txn
-        .open_table(redb::TableDefinition::<u64, &[u8]>::new("journal"))
-        .unwrap();
-    redb::ReadableTableMetadata::len(&table).unwrap() as usize
+    coffer_store::journal_record_count(&dir.join(coffer_store::JOURNAL_DIR_NAME)).unwrap() as usize
 }
 
 #[test]

@@ -1,0 +1,388 @@
+//! The journal on disk: a directory of segment files holding CRC-framed records, appended in
+//! sequence order and made durable with one `fdatasync` per batch. Nothing but the batch's
+//! bytes is written on the request path: no pages, no tree, no allocator, so a commit costs a
+//! `pwrite` and the disk's flush.
+//!
+//! A record is `[crc32 u32][payload length u32][seq u64][payload]`, little-endian, the CRC
+//! covering everything after itself. A segment is named after the sequence number of its first
+//! record. Segments whose records are all checkpointed are renamed to be the next segment
+//! (recycled, so steady-state writes overwrite blocks the file already has instead of growing
+//! it, which spares the file system a metadata update per `fdatasync`). Reading a segment stops
+//! at the first record that is torn, damaged, or not the next in sequence: the bytes after the
+//! last record are either never written or left from the segment's previous life, and records
+//! from an earlier life always carry older sequence numbers.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+use crate::faults::StorageFaults;
+
+/// The journal's directory inside the data directory.
+pub const JOURNAL_DIR_NAME: &str = "coffer-journal";
+
+/// A segment takes records until it holds this many bytes, then the journal moves to the next
+/// one. Larger segments mean fewer renames and directory syncs; the journal holds a few of them
+/// (everything not yet checkpointed, see `FROZEN_GENERATIONS_MAX`).
+pub(crate) const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
+
+const SEGMENT_SUFFIX: &str = ".log";
+const RECORD_HEADER_BYTES: usize = 16;
+/// The largest payload a record may carry; a larger length field is damage, not a record.
+const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 30;
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
+}
+
+fn journal_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Journal {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The first sequence numbers of the segments in `dir`, oldest first.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| journal_error(dir, e))? {
+        let entry = entry.map_err(|e| journal_error(dir, e))?;
+        let name = entry.file_name();
+        let Some(first_seq) = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|stem| stem.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        segments.push(first_seq);
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// Makes the directory's entries (created, renamed, removed files) durable.
+fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| journal_error(dir, e))
+}
+
+fn record_checksum(rest_of_record: &[u8]) -> u32 {
+    crc32fast::hash(rest_of_record)
+}
+
+/// The record at `offset` of `bytes`: its sequence number, payload and the offset after it;
+/// `None` if there is no intact record there.
+fn parse_record(bytes: &[u8], offset: usize) -> Option<(u64, &[u8], usize)> {
+    let header = bytes.get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?;
+    let crc = u32::from_le_bytes(header[0..4].try_into().ok()?);
+    let payload_len = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
+    let seq = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    if payload_len > RECORD_PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    let end = offset + RECORD_HEADER_BYTES + payload_len;
+    let covered = bytes.get(offset + 4..end)?;
+    if record_checksum(covered) != crc {
+        return None;
+    }
+    Some((seq, &bytes[offset + RECORD_HEADER_BYTES..end], end))
+}
+
+/// Reads the journal in `dir` and calls `each` with every record from `from_seq` on, in order
+/// (0: from the first record, whatever its number). Returns the sequence number after the last
+/// record read. A record after `from_seq` that does not follow the one before it means records
+/// were lost: that is an error, not a torn tail.
+pub(crate) fn read_journal(
+    dir: &Path,
+    from_seq: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    let mut next_seq = from_seq;
+    for first_seq in list_segments(dir)? {
+        let path = segment_path(dir, first_seq);
+        let bytes = std::fs::read(&path).map_err(|e| journal_error(&path, e))?;
+        let mut offset = 0;
+        let mut seq = first_seq;
+        while let Some((record_seq, payload, after)) = parse_record(&bytes, offset) {
+            if record_seq != seq {
+                break;
+            }
+            if seq >= from_seq {
+                if next_seq == 0 {
+                    next_seq = seq;
+                }
+                if seq != next_seq {
+                    return Err(StoreError::Corrupt {
+                        what: format!("journal segment {}", path.display()),
+                        detail: format!(
+                            "record {seq} where {next_seq} was expected: records are missing"
+                        ),
+                    });
+                }
+                each(seq, payload)?;
+                next_seq = seq + 1;
+            }
+            seq += 1;
+            offset = after;
+        }
+    }
+    Ok(next_seq)
+}
+
+/// How many intact records the journal in `dir` holds (for tools and tests; 0 when there is no
+/// journal).
+pub fn journal_record_count(dir: &Path) -> Result<u64, StoreError> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut count = 0;
+    read_journal(dir, 0, |_, _| {
+        count += 1;
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+/// The writing end of the journal, owned by the one writer.
+pub(crate) struct JournalWriter {
+    dir: PathBuf,
+    faults: Option<StorageFaults>,
+    /// First sequence numbers of the segments on disk, oldest first; the last one is `file`.
+    segments: VecDeque<u64>,
+    file: File,
+    /// Bytes of the current segment's records, where the next record goes.
+    written_bytes: u64,
+    next_seq: u64,
+    record: Vec<u8>,
+}
+
+impl JournalWriter {
+    /// Removes every segment in `dir` (the caller has folded what they hold into the ledger
+    /// file) and starts an empty journal whose first record will be `next_seq`.
+    pub fn start_empty(
+        dir: &Path,
+        faults: Option<StorageFaults>,
+        next_seq: u64,
+    ) -> Result<JournalWriter, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| journal_error(dir, e))?;
+        for first_seq in list_segments(dir)? {
+            let path = segment_path(dir, first_seq);
+            std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
+        }
+        let path = segment_path(dir, next_seq);
+        let file = open_segment(&path)?;
+        sync_directory(dir)?;
+        Ok(JournalWriter {
+            dir: dir.to_owned(),
+            faults,
+            segments: VecDeque::from([next_seq]),
+            file,
+            written_bytes: 0,
+            next_seq,
+            record: Vec::new(),
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends one record, whose payload `encode` writes, and makes it durable; returns its
+    /// sequence number. `checkpointed_through` tells which old segments may be recycled.
+    pub fn append(
+        &mut self,
+        checkpointed_through: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        self.record.clear();
+        self.record.resize(RECORD_HEADER_BYTES, 0);
+        encode(&mut self.record);
+        let payload_len = self.record.len() - RECORD_HEADER_BYTES;
+        if payload_len > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(StoreError::Corrupt {
+                what: "journal record".to_owned(),
+                detail: format!(
+                    "{payload_len} bytes is more than a record holds ({RECORD_PAYLOAD_BYTES_MAX})"
+                ),
+            });
+        }
+        self.record[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.record[8..16].copy_from_slice(&seq.to_le_bytes());
+        let crc = record_checksum(&self.record[4..]);
+        self.record[0..4].copy_from_slice(&crc.to_le_bytes());
+
+        let record_bytes = self.record.len() as u64;
+        if self.written_bytes > 0 && self.written_bytes + record_bytes > SEGMENT_BYTES_TARGET {
+            self.next_segment(seq, checkpointed_through)?;
+        }
+        let path = || segment_path(&self.dir, *self.segments.back().expect("a current segment"));
+        if let Some(faults) = &self.faults {
+            faults.before_write().map_err(|e| journal_error(&path(), e))?;
+        }
+        self.file
+            .write_all_at(&self.record, self.written_bytes)
+            .map_err(|e| journal_error(&path(), e))?;
+        if let Some(faults) = &self.faults {
+            faults.before_sync().map_err(|e| journal_error(&path(), e))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| journal_error(&path(), e))?;
+        self.written_bytes += record_bytes;
+        self.next_seq = seq + 1;
+        Ok(seq)
+    }
+
+    /// Starts the segment whose first record is `first_seq`: the oldest segment, renamed, if
+    /// all its records are checkpointed (other such segments are removed), else a new file.
+    fn next_segment(&mut self, first_seq: u64, checkpointed_through: u64) -> Result<(), StoreError> {
+        // A segment is fully checkpointed when the segment after it starts at or before the
+        // record after the checkpoint; for the current one, that is the record being written.
+        let fully_checkpointed = |segments: &VecDeque<u64>| {
+            let after_oldest = segments.get(1).copied().unwrap_or(first_seq);
+            after_oldest <= checkpointed_through + 1
+        };
+        let path = segment_path(&self.dir, first_seq);
+        let mut recycled = None;
+        while fully_checkpointed(&self.segments) {
+            let oldest = self.segments.pop_front().expect("checked above");
+            let oldest_path = segment_path(&self.dir, oldest);
+            if recycled.is_none() {
+                std::fs::rename(&oldest_path, &path).map_err(|e| journal_error(&oldest_path, e))?;
+                recycled = Some(oldest);
+            } else {
+                std::fs::remove_file(&oldest_path).map_err(|e| journal_error(&oldest_path, e))?;
+            }
+            if self.segments.is_empty() {
+                break;
+            }
+        }
+        let file = open_segment(&path)?;
+        // The new name must be durable before an acknowledged record lives under it.
+        sync_directory(&self.dir)?;
+        self.file = file;
+        self.written_bytes = 0;
+        self.segments.push_back(first_seq);
+        Ok(())
+    }
+
+    /// At a clean stop, with every record checkpointed: removes the segments, so the ledger
+    /// file alone holds the ledger.
+    pub fn remove_all(&mut self) -> Result<(), StoreError> {
+        for first_seq in self.segments.drain(..) {
+            let path = segment_path(&self.dir, first_seq);
+            std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
+        }
+        sync_directory(&self.dir)
+    }
+}
+
+fn open_segment(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| journal_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(seq: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+    }
+
+    fn read_all(dir: &Path, from_seq: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut records = Vec::new();
+        read_journal(dir, from_seq, |seq, bytes| {
+            records.push((seq, bytes.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        records
+    }
+
+    #[test]
+    fn records_read_back_in_order_from_any_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 5).unwrap();
+        for seq in 5..15 {
+            assert_eq!(
+                journal.append(0, |out| out.extend(payload(seq, 100))).unwrap(),
+                seq
+            );
+        }
+        let records = read_all(dir.path(), 9);
+        assert_eq!(records.len(), 6);
+        for (seq, bytes) in records {
+            assert_eq!(bytes, payload(seq, 100));
+        }
+        assert_eq!(read_journal(dir.path(), 0, |_, _| Ok(())).unwrap(), 15);
+        assert_eq!(journal_record_count(dir.path()).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_torn_or_damaged_tail_ends_the_journal_and_a_fresh_start_ignores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        for seq in 1..=3 {
+            journal.append(0, |out| out.extend(payload(seq, 50))).unwrap();
+        }
+        let path = segment_path(dir.path(), 1);
+        let whole = std::fs::read(&path).unwrap();
+        // Torn: the third record only half written.
+        std::fs::write(&path, &whole[..whole.len() - 20]).unwrap();
+        assert_eq!(read_all(dir.path(), 1).len(), 2);
+        // Damaged: one flipped payload bit in the second record.
+        let mut damaged = whole.clone();
+        damaged[RECORD_HEADER_BYTES + 50 + RECORD_HEADER_BYTES + 7] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        assert_eq!(read_all(dir.path(), 1).len(), 1);
+    }
+
+    #[test]
+    fn recycled_segments_keep_old_bytes_that_are_never_read_as_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        let big = (SEGMENT_BYTES_TARGET / 3) as usize;
+        // Nothing checkpointed: every switch makes a new segment.
+        for seq in 1..=4 {
+            journal.append(0, |out| out.extend(payload(seq, big))).unwrap();
+        }
+        assert_eq!(list_segments(dir.path()).unwrap(), [1, 3]);
+        // Everything checkpointed: the switch at record 5 renames segment 1 to 5 and removes
+        // segment 3. Record 5 overwrites old record 1 exactly; old record 2 is still intact
+        // after it, but it is not the record after 5.
+        journal.append(4, |out| out.extend(payload(5, big))).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap(), [5]);
+        assert_eq!(read_all(dir.path(), 5).len(), 1);
+        // A short record over old record 2's header: the rest of it is not read either.
+        journal.append(4, |out| out.extend(payload(6, 10))).unwrap();
+        let records = read_all(dir.path(), 5);
+        assert_eq!(
+            records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(records[1].1, payload(6, 10));
+    }
+
+    #[test]
+    fn a_missing_record_after_the_start_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 10).unwrap();
+        journal.append(0, |out| out.extend(payload(10, 5))).unwrap();
+        assert!(matches!(
+            read_journal(dir.path(), 8, |_, _| Ok(())),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
