@@ -64,6 +64,9 @@ struct Args {
     /// one checksummed sync.
     #[arg(long, default_value_t = coffer_store::TWO_PHASE_COMMIT_DEFAULT, action = clap::ArgAction::Set)]
     redb_two_phase_commit: bool,
+    /// For the embedded server: how long changes wait in memory at most before a checkpoint.
+    #[arg(long, default_value_t = coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT)]
+    redb_checkpoint_interval_ms: u64,
     /// Phases to run, in order: noop, purchase, purchase-half-peak (after purchase), mixed,
     /// postgres (needs --postgres-url).
     #[arg(
@@ -482,6 +485,7 @@ async fn main() -> std::process::ExitCode {
             config.limits.key_requests_per_second = u32::MAX;
             config.limits.key_burst = u32::MAX;
             config.redb.two_phase_commit = args.redb_two_phase_commit;
+            config.redb.checkpoint_interval_ms = args.redb_checkpoint_interval_ms;
             let server = coffer_server::start(config)
                 .await
                 .expect("embedded server starts");

@@ -223,13 +223,17 @@ impl JournalWriter {
         }
         let path = || segment_path(&self.dir, *self.segments.back().expect("a current segment"));
         if let Some(faults) = &self.faults {
-            faults.before_write().map_err(|e| journal_error(&path(), e))?;
+            faults
+                .before_write()
+                .map_err(|e| journal_error(&path(), e))?;
         }
         self.file
             .write_all_at(&self.record, self.written_bytes)
             .map_err(|e| journal_error(&path(), e))?;
         if let Some(faults) = &self.faults {
-            faults.before_sync().map_err(|e| journal_error(&path(), e))?;
+            faults
+                .before_sync()
+                .map_err(|e| journal_error(&path(), e))?;
         }
         self.file
             .sync_data()
@@ -241,7 +245,11 @@ impl JournalWriter {
 
     /// Starts the segment whose first record is `first_seq`: the oldest segment, renamed, if
     /// all its records are checkpointed (other such segments are removed), else a new file.
-    fn next_segment(&mut self, first_seq: u64, checkpointed_through: u64) -> Result<(), StoreError> {
+    fn next_segment(
+        &mut self,
+        first_seq: u64,
+        checkpointed_through: u64,
+    ) -> Result<(), StoreError> {
         // A segment is fully checkpointed when the segment after it starts at or before the
         // record after the checkpoint; for the current one, that is the record being written.
         let fully_checkpointed = |segments: &VecDeque<u64>| {
@@ -317,7 +325,9 @@ mod tests {
         let mut journal = JournalWriter::start_empty(dir.path(), None, 5).unwrap();
         for seq in 5..15 {
             assert_eq!(
-                journal.append(0, |out| out.extend(payload(seq, 100))).unwrap(),
+                journal
+                    .append(0, |out| out.extend(payload(seq, 100)))
+                    .unwrap(),
                 seq
             );
         }
@@ -335,7 +345,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
         for seq in 1..=3 {
-            journal.append(0, |out| out.extend(payload(seq, 50))).unwrap();
+            journal
+                .append(0, |out| out.extend(payload(seq, 50)))
+                .unwrap();
         }
         let path = segment_path(dir.path(), 1);
         let whole = std::fs::read(&path).unwrap();
@@ -356,13 +368,17 @@ mod tests {
         let big = (SEGMENT_BYTES_TARGET / 3) as usize;
         // Nothing checkpointed: every switch makes a new segment.
         for seq in 1..=4 {
-            journal.append(0, |out| out.extend(payload(seq, big))).unwrap();
+            journal
+                .append(0, |out| out.extend(payload(seq, big)))
+                .unwrap();
         }
         assert_eq!(list_segments(dir.path()).unwrap(), [1, 3]);
         // Everything checkpointed: the switch at record 5 renames segment 1 to 5 and removes
         // segment 3. Record 5 overwrites old record 1 exactly; old record 2 is still intact
         // after it, but it is not the record after 5.
-        journal.append(4, |out| out.extend(payload(5, big))).unwrap();
+        journal
+            .append(4, |out| out.extend(payload(5, big)))
+            .unwrap();
         assert_eq!(list_segments(dir.path()).unwrap(), [5]);
         assert_eq!(read_all(dir.path(), 5).len(), 1);
         // A short record over old record 2's header: the rest of it is not read either.

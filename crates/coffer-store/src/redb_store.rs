@@ -441,8 +441,11 @@ impl Shared {
         };
         // Everything the journal held is in the ledger file now (durably: the checkpoint's
         // commits are), so its segments can go.
-        let journal =
-            JournalWriter::start_empty(&self.journal_dir, self.faults.clone(), applied_through + 1)?;
+        let journal = JournalWriter::start_empty(
+            &self.journal_dir,
+            self.faults.clone(),
+            applied_through + 1,
+        )?;
         Ok((
             Databases {
                 ledger,
