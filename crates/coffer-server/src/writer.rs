@@ -1,19 +1,26 @@
 //! The single writer. Handlers send commands here; one thread takes everything queued (up to
-//! `BATCH_LEN_MAX`), runs it through the core and commits it in one durable write (group commit),
-//! then publishes events and answers every request. Nothing is acknowledged before its commit.
+//! `BATCH_LEN_MAX`), runs it through the core and writes it in one journal record (group
+//! commit). A second thread, the completer, waits until each batch is durable, then publishes
+//! its events and answers its requests, in batch order. The two overlap: while the disk syncs
+//! one batch, the writer prepares the next (which builds on it). Nothing is acknowledged, and no
+//! reader sees a batch, before its commit is durable.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, mpsc as std_mpsc};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use coffer_core::{Catalog, Command, Outcome, limits::BATCH_LEN_MAX};
-use coffer_store::{Store, StoreError, StoredCatalog};
+use coffer_core::{BatchResult, Catalog, Command, Outcome, limits::BATCH_LEN_MAX};
+use coffer_store::{CommitTicket, Store, StoreError, StoredCatalog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::Events;
 
 /// Requests waiting for the writer before handlers wait for room (back-pressure).
 pub const WRITER_QUEUE_LEN: usize = 8_192;
+
+/// Written batches waiting for the completer before the writer waits: how far preparing runs
+/// ahead of the disk.
+pub const BATCHES_AHEAD_MAX: usize = 2;
 
 /// The catalog in force and the TOML it came from.
 #[derive(Debug, Clone)]
@@ -88,7 +95,18 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer thread. It stops after every handle is dropped and the queue is drained.
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+
+/// A batch written and waiting to be durable, with the requests it answers.
+struct WrittenBatch {
+    result: BatchResult,
+    ticket: CommitTicket,
+    replies: Vec<Reply>,
+    started: Instant,
+}
+
+/// Starts the writer thread (and its completer). It stops after every handle is dropped, the
+/// queue is drained and every batch is answered.
 pub fn start(
     store: Arc<dyn Store>,
     catalog: SharedCatalog,
@@ -99,14 +117,27 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("coffer-writer".to_owned())
         .spawn(move || {
+            let (written, to_complete) = std_mpsc::sync_channel(BATCHES_AHEAD_MAX);
+            let completer = Completer {
+                store: Arc::clone(&store),
+                events,
+                metrics: Arc::clone(&metrics),
+            };
+            let completer = std::thread::Builder::new()
+                .name("coffer-completer".to_owned())
+                .spawn(move || completer.run(to_complete))
+                .expect("spawning the completer thread");
             Writer {
                 store,
                 catalog,
-                events,
                 metrics,
+                written,
                 last_now_unix_ms: 0,
             }
-            .run(queue)
+            .run(queue);
+            if completer.join().is_err() {
+                tracing::error!("the completer thread panicked");
+            }
         })
         .expect("spawning the writer thread");
     (WriterHandle { jobs }, thread)
@@ -115,12 +146,13 @@ pub fn start(
 struct Writer {
     store: Arc<dyn Store>,
     catalog: SharedCatalog,
-    events: Arc<Events>,
     metrics: Arc<crate::metrics::Metrics>,
+    written: std_mpsc::SyncSender<WrittenBatch>,
     last_now_unix_ms: i64,
 }
 
 impl Writer {
+    /// Ends when the queue is drained; dropping `self` then tells the completer to finish.
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut commands = Vec::with_capacity(BATCH_LEN_MAX);
         let mut replies = Vec::with_capacity(BATCH_LEN_MAX);
@@ -160,39 +192,33 @@ impl Writer {
         self.last_now_unix_ms
     }
 
-    fn commit_commands(
-        &mut self,
-        commands: &mut Vec<Command>,
-        replies: &mut Vec<oneshot::Sender<Result<Outcome, WriteError>>>,
-    ) {
+    fn commit_commands(&mut self, commands: &mut Vec<Command>, replies: &mut Vec<Reply>) {
         if commands.is_empty() {
             return;
         }
         debug_assert_eq!(commands.len(), replies.len());
         let catalog = Arc::clone(&self.catalog.read().expect("catalog lock poisoned").catalog);
         let now = self.now_unix_ms();
-        let started = std::time::Instant::now();
-        let committed = self.store.commit_batch(commands, &catalog, now);
-        let elapsed = started.elapsed();
-        self.metrics
-            .record_commit(commands.len(), elapsed, committed.is_ok());
-        match committed {
-            Ok(result) => {
-                tracing::debug!(
-                    batch_len = commands.len(),
-                    transactions = result.changes.transactions.len(),
-                    commit_us = started.elapsed().as_micros() as u64,
-                    "batch committed"
-                );
-                for transaction in result.changes.transactions {
-                    self.events.publish(&Arc::new(transaction));
-                }
-                for (reply, outcome) in replies.drain(..).zip(result.outcomes) {
-                    let _ = reply.send(Ok(outcome));
+        let started = Instant::now();
+        match self.store.write_batch(commands, &catalog, now) {
+            Ok((result, ticket)) => {
+                let batch = WrittenBatch {
+                    result,
+                    ticket,
+                    replies: std::mem::take(replies),
+                    started,
+                };
+                if let Err(unsent) = self.written.send(batch) {
+                    // Only if the completer panicked: nothing of this batch is acknowledged.
+                    for reply in unsent.0.replies {
+                        let _ = reply.send(Err(WriteError::Stopped));
+                    }
                 }
             }
             Err(error) => {
-                tracing::error!(%error, batch_len = commands.len(), "batch commit failed; nothing committed");
+                self.metrics
+                    .record_commit(commands.len(), started.elapsed(), false);
+                tracing::error!(%error, batch_len = commands.len(), "batch write failed; nothing committed");
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(WriteError::CommitFailed(error.to_string())));
                 }
@@ -215,5 +241,54 @@ impl Writer {
         };
         tracing::info!(version, "catalog replaced");
         Ok(version)
+    }
+}
+
+/// Waits for each written batch to be durable, then publishes its events and answers it.
+struct Completer {
+    store: Arc<dyn Store>,
+    events: Arc<Events>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Completer {
+    fn run(self, written: std_mpsc::Receiver<WrittenBatch>) {
+        for batch in written {
+            self.complete(batch);
+        }
+    }
+
+    fn complete(&self, batch: WrittenBatch) {
+        let WrittenBatch {
+            result,
+            ticket,
+            replies,
+            started,
+        } = batch;
+        let durable = self.store.wait_durable(ticket);
+        self.metrics
+            .record_commit(replies.len(), started.elapsed(), durable.is_ok());
+        match durable {
+            Ok(()) => {
+                tracing::debug!(
+                    batch_len = replies.len(),
+                    transactions = result.changes.transactions.len(),
+                    commit_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                for transaction in result.changes.transactions {
+                    self.events.publish(&Arc::new(transaction));
+                }
+                for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, batch_len = replies.len(), "batch commit could not be confirmed");
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::CommitFailed(error.to_string())));
+                }
+            }
+        }
     }
 }

@@ -134,6 +134,27 @@ impl Generation {
             changes.transactions.len() + changes.idempotency.len() + changes.accounts.len();
     }
 
+    /// Takes in `newer`, the generation of the batches that follow this one's.
+    pub fn merge(&mut self, newer: Generation) {
+        assert!(
+            newer.last_seq > self.last_seq,
+            "generations are merged in journal order"
+        );
+        self.last_seq = newer.last_seq;
+        self.next_transaction_id = newer.next_transaction_id;
+        if self.started.is_none() {
+            self.started = newer.started;
+        }
+        self.transactions.extend(newer.transactions);
+        self.reversals.extend(newer.reversals);
+        self.accounts.extend(newer.accounts);
+        self.idempotency.extend(newer.idempotency);
+        for (player, versions) in newer.history {
+            self.history.entry(player).or_default().extend(versions);
+        }
+        self.weight += newer.weight;
+    }
+
     pub fn is_full(&self) -> bool {
         self.weight >= GENERATION_WEIGHT_MAX
     }
@@ -144,19 +165,53 @@ impl Generation {
     }
 }
 
-/// Everything journaled but not yet checkpointed: the active generation (the writer adds to it)
-/// and frozen ones (oldest first) that the checkpointer is folding into the ledger file. A
+/// Which changes a lookup sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sees {
+    /// Durable changes only: what every reader sees.
+    Durable,
+    /// Also batches written to the journal whose `fdatasync` has not returned yet: what the
+    /// writer sees, since its next batch builds on them.
+    Written,
+}
+
+/// Everything journaled but not yet checkpointed: batches written but not yet durable (one
+/// generation each, oldest first), the active generation (durable batches join it in order) and
+/// frozen ones (oldest first) that the checkpointer is folding into the ledger file. A
 /// generation leaves only after its checkpoint committed, so every durable change is always in
 /// the overlay or in the ledger file, and the overlay's value is the newer one.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
+    pub pending: VecDeque<Generation>,
     pub active: Generation,
     pub frozen: VecDeque<Arc<Generation>>,
 }
 
 impl Overlay {
-    fn newest_first(&self) -> impl Iterator<Item = &Generation> {
-        std::iter::once(&self.active).chain(self.frozen.iter().rev().map(|g| &**g))
+    fn newest_first(&self, sees: Sees) -> impl Iterator<Item = &Generation> {
+        let pending = match sees {
+            Sees::Durable => 0,
+            Sees::Written => self.pending.len(),
+        };
+        self.pending
+            .iter()
+            .rev()
+            .take(pending)
+            .chain(std::iter::once(&self.active))
+            .chain(self.frozen.iter().rev().map(|g| &**g))
+    }
+
+    /// Moves the pending batches up to journal record `through` (now durable) into the active
+    /// generation, where readers see them.
+    pub fn make_durable(&mut self, through: u64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.last_seq <= through)
+        {
+            let durable = self.pending.pop_front().expect("checked above");
+            self.active.merge(durable);
+        }
     }
 
     /// Moves the active generation to the frozen ones; returns the sequence number it covers.
@@ -171,26 +226,27 @@ impl Overlay {
     }
 
     /// The next transaction id, when any journal record is not checkpointed yet.
-    pub fn next_transaction_id(&self) -> Option<u64> {
-        self.newest_first()
+    pub fn next_transaction_id(&self, sees: Sees) -> Option<u64> {
+        self.newest_first(sees)
             .find(|g| !g.is_empty())
             .map(|g| g.next_transaction_id)
     }
 
-    pub fn account(&self, id: &AccountId) -> Option<&AccountState> {
-        self.newest_first().find_map(|g| g.accounts.get(id))
+    pub fn account(&self, id: &AccountId, sees: Sees) -> Option<&AccountState> {
+        self.newest_first(sees).find_map(|g| g.accounts.get(id))
     }
 
-    pub fn idempotency(&self, key: &IdempotencyKey) -> Option<&StoredOutcome> {
-        self.newest_first().find_map(|g| g.idempotency.get(key))
+    pub fn idempotency(&self, key: &IdempotencyKey, sees: Sees) -> Option<&StoredOutcome> {
+        self.newest_first(sees).find_map(|g| g.idempotency.get(key))
     }
 
-    pub fn transaction(&self, id: u64) -> Option<&Transaction> {
-        self.newest_first().find_map(|g| g.transactions.get(&id))
+    pub fn transaction(&self, id: u64, sees: Sees) -> Option<&Transaction> {
+        self.newest_first(sees)
+            .find_map(|g| g.transactions.get(&id))
     }
 
-    pub fn reversal(&self, id: u64) -> Option<u64> {
-        self.newest_first()
+    pub fn reversal(&self, id: u64, sees: Sees) -> Option<u64> {
+        self.newest_first(sees)
             .find_map(|g| g.reversals.get(&id).copied())
     }
 
@@ -204,7 +260,7 @@ impl Overlay {
         limit: usize,
     ) -> BTreeMap<u64, Transaction> {
         let mut found = BTreeMap::new();
-        for generation in self.newest_first() {
+        for generation in self.newest_first(Sees::Durable) {
             let Some(entries) = generation.history.get(player) else {
                 continue;
             };
@@ -231,7 +287,7 @@ impl Overlay {
         limit: usize,
     ) -> BTreeMap<u64, Transaction> {
         let mut found = BTreeMap::new();
-        for generation in self.newest_first() {
+        for generation in self.newest_first(Sees::Durable) {
             for (id, transaction) in generation.transactions.range(ids.clone()).take(limit) {
                 found.entry(*id).or_insert_with(|| transaction.clone());
             }
@@ -356,6 +412,39 @@ mod tests {
         assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [2, 3]);
         let ids = overlay.transactions_in(2.., 1);
         assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [2]);
-        assert_eq!(overlay.next_transaction_id(), Some(4));
+        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(4));
+    }
+
+    #[test]
+    fn written_batches_are_seen_by_the_writer_only_until_they_are_durable() {
+        let mut overlay = Overlay::default();
+        overlay
+            .active
+            .absorb(1, &changes(vec![transaction(1, "ann", 1)]));
+        for seq in 2..=3 {
+            let mut written = Generation::default();
+            written.absorb(seq, &changes(vec![transaction(seq, "ann", seq)]));
+            overlay.pending.push_back(written);
+        }
+        assert_eq!(overlay.next_transaction_id(Sees::Written), Some(4));
+        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(2));
+        assert!(overlay.transaction(3, Sees::Written).is_some());
+        assert!(overlay.transaction(3, Sees::Durable).is_none());
+        assert_eq!(
+            overlay
+                .history(&AccountId::player("ann"), .., true, 10)
+                .len(),
+            1
+        );
+
+        overlay.make_durable(2);
+        assert!(overlay.transaction(2, Sees::Durable).is_some());
+        assert!(overlay.transaction(3, Sees::Durable).is_none());
+        assert_eq!(overlay.active.last_seq, 2);
+        let ann = overlay.history(&AccountId::player("ann"), .., true, 10);
+        assert_eq!(ann.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        overlay.make_durable(3);
+        assert!(overlay.pending.is_empty());
+        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(4));
     }
 }

@@ -3,6 +3,10 @@
 //! bytes is written on the request path: no pages, no tree, no allocator, so a commit costs a
 //! `pwrite` and the disk's flush.
 //!
+//! Writing and syncing are separate steps, so the writer can prepare its next batch while the
+//! disk flushes the last one ([`JournalWriter::write`], then [`JournalSync::sync`] from another
+//! thread); a batch counts as committed only once a sync that started after its write returned.
+//!
 //! A record is `[crc32 u32][payload length u32][seq u64][payload]`, little-endian, the CRC
 //! covering everything after itself. A segment is named after the sequence number of its first
 //! record. Segments whose records are all checkpointed are renamed to be the next segment
@@ -16,6 +20,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::StoreError;
 use crate::faults::StorageFaults;
@@ -147,13 +152,45 @@ pub fn journal_record_count(dir: &Path) -> Result<u64, StoreError> {
     Ok(count)
 }
 
+/// What a sync makes durable: the current segment and the newest record written to it.
+#[derive(Debug, Clone)]
+struct SyncTarget {
+    file: Arc<File>,
+    first_seq: u64,
+    written_through: u64,
+}
+
+/// The syncing end of the journal: `fdatasync` of everything written so far. Records in older
+/// segments were synced by the writer before it moved on from them.
+#[derive(Debug)]
+pub(crate) struct JournalSync {
+    dir: PathBuf,
+    faults: Option<StorageFaults>,
+    target: Mutex<SyncTarget>,
+}
+
+impl JournalSync {
+    /// Makes every record written before this call durable; returns the newest one's sequence
+    /// number.
+    pub fn sync(&self) -> Result<u64, StoreError> {
+        let target = self.target.lock().expect("sync target poisoned").clone();
+        let failed = |e| journal_error(&segment_path(&self.dir, target.first_seq), e);
+        if let Some(faults) = &self.faults {
+            faults.before_sync().map_err(failed)?;
+        }
+        target.file.sync_data().map_err(failed)?;
+        Ok(target.written_through)
+    }
+}
+
 /// The writing end of the journal, owned by the one writer.
 pub(crate) struct JournalWriter {
     dir: PathBuf,
     faults: Option<StorageFaults>,
     /// First sequence numbers of the segments on disk, oldest first; the last one is `file`.
     segments: VecDeque<u64>,
-    file: File,
+    file: Arc<File>,
+    sync: Arc<JournalSync>,
     /// Bytes of the current segment's records, where the next record goes.
     written_bytes: u64,
     next_seq: u64,
@@ -174,13 +211,23 @@ impl JournalWriter {
             std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
         }
         let path = segment_path(dir, next_seq);
-        let file = open_segment(&path)?;
+        let file = Arc::new(open_segment(&path)?);
         sync_directory(dir)?;
+        let sync = Arc::new(JournalSync {
+            dir: dir.to_owned(),
+            faults: faults.clone(),
+            target: Mutex::new(SyncTarget {
+                file: Arc::clone(&file),
+                first_seq: next_seq,
+                written_through: next_seq - 1,
+            }),
+        });
         Ok(JournalWriter {
             dir: dir.to_owned(),
             faults,
             segments: VecDeque::from([next_seq]),
             file,
+            sync,
             written_bytes: 0,
             next_seq,
             record: Vec::new(),
@@ -192,9 +239,15 @@ impl JournalWriter {
         self.next_seq
     }
 
-    /// Appends one record, whose payload `encode` writes, and makes it durable; returns its
-    /// sequence number. `checkpointed_through` tells which old segments may be recycled.
-    pub fn append(
+    /// The syncing end, for the thread that waits for durability.
+    pub fn sync_handle(&self) -> Arc<JournalSync> {
+        Arc::clone(&self.sync)
+    }
+
+    /// Writes one record, whose payload `encode` writes, and returns its sequence number. It
+    /// is durable after the next [`JournalSync::sync`]. `checkpointed_through` tells which old
+    /// segments may be recycled.
+    pub fn write(
         &mut self,
         checkpointed_through: u64,
         encode: impl FnOnce(&mut Vec<u8>),
@@ -230,16 +283,13 @@ impl JournalWriter {
         self.file
             .write_all_at(&self.record, self.written_bytes)
             .map_err(|e| journal_error(&path(), e))?;
-        if let Some(faults) = &self.faults {
-            faults
-                .before_sync()
-                .map_err(|e| journal_error(&path(), e))?;
-        }
-        self.file
-            .sync_data()
-            .map_err(|e| journal_error(&path(), e))?;
         self.written_bytes += record_bytes;
         self.next_seq = seq + 1;
+        self.sync
+            .target
+            .lock()
+            .expect("sync target poisoned")
+            .written_through = seq;
         Ok(seq)
     }
 
@@ -250,6 +300,9 @@ impl JournalWriter {
         first_seq: u64,
         checkpointed_through: u64,
     ) -> Result<(), StoreError> {
+        // The sync thread only syncs the current segment: the old one's records are made
+        // durable here, before the switch.
+        self.sync.sync()?;
         // A segment is fully checkpointed when the segment after it starts at or before the
         // record after the checkpoint; for the current one, that is the record being written.
         let fully_checkpointed = |segments: &VecDeque<u64>| {
@@ -271,12 +324,15 @@ impl JournalWriter {
                 break;
             }
         }
-        let file = open_segment(&path)?;
+        let file = Arc::new(open_segment(&path)?);
         // The new name must be durable before an acknowledged record lives under it.
         sync_directory(&self.dir)?;
-        self.file = file;
+        self.file = Arc::clone(&file);
         self.written_bytes = 0;
         self.segments.push_back(first_seq);
+        let mut target = self.sync.target.lock().expect("sync target poisoned");
+        target.file = file;
+        target.first_seq = first_seq;
         Ok(())
     }
 
@@ -326,11 +382,12 @@ mod tests {
         for seq in 5..15 {
             assert_eq!(
                 journal
-                    .append(0, |out| out.extend(payload(seq, 100)))
+                    .write(0, |out| out.extend(payload(seq, 100)))
                     .unwrap(),
                 seq
             );
         }
+        assert_eq!(journal.sync_handle().sync().unwrap(), 14);
         let records = read_all(dir.path(), 9);
         assert_eq!(records.len(), 6);
         for (seq, bytes) in records {
@@ -346,7 +403,7 @@ mod tests {
         let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
         for seq in 1..=3 {
             journal
-                .append(0, |out| out.extend(payload(seq, 50)))
+                .write(0, |out| out.extend(payload(seq, 50)))
                 .unwrap();
         }
         let path = segment_path(dir.path(), 1);
@@ -369,20 +426,18 @@ mod tests {
         // Nothing checkpointed: every switch makes a new segment.
         for seq in 1..=4 {
             journal
-                .append(0, |out| out.extend(payload(seq, big)))
+                .write(0, |out| out.extend(payload(seq, big)))
                 .unwrap();
         }
         assert_eq!(list_segments(dir.path()).unwrap(), [1, 3]);
         // Everything checkpointed: the switch at record 5 renames segment 1 to 5 and removes
         // segment 3. Record 5 overwrites old record 1 exactly; old record 2 is still intact
         // after it, but it is not the record after 5.
-        journal
-            .append(4, |out| out.extend(payload(5, big)))
-            .unwrap();
+        journal.write(4, |out| out.extend(payload(5, big))).unwrap();
         assert_eq!(list_segments(dir.path()).unwrap(), [5]);
         assert_eq!(read_all(dir.path(), 5).len(), 1);
         // A short record over old record 2's header: the rest of it is not read either.
-        journal.append(4, |out| out.extend(payload(6, 10))).unwrap();
+        journal.write(4, |out| out.extend(payload(6, 10))).unwrap();
         let records = read_all(dir.path(), 5);
         assert_eq!(
             records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
@@ -395,7 +450,7 @@ mod tests {
     fn a_missing_record_after_the_start_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = JournalWriter::start_empty(dir.path(), None, 10).unwrap();
-        journal.append(0, |out| out.extend(payload(10, 5))).unwrap();
+        journal.write(0, |out| out.extend(payload(10, 5))).unwrap();
         assert!(matches!(
             read_journal(dir.path(), 8, |_, _| Ok(())),
             Err(StoreError::Corrupt { .. })

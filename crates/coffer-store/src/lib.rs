@@ -96,6 +96,20 @@ pub struct StoredCatalog {
     pub source_toml: String,
 }
 
+/// Where a written batch stands: committed once [`Store::wait_durable`] returns `Ok` for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitTicket {
+    /// The batch's journal record (or the newest before it, for a batch that wrote nothing).
+    pub(crate) seq: u64,
+    /// Which opening of the storage wrote it.
+    pub(crate) epoch: u64,
+}
+
+impl CommitTicket {
+    /// A batch that was durable when its write returned.
+    pub const DURABLE: CommitTicket = CommitTicket { seq: 0, epoch: 0 };
+}
+
 /// Durable storage for the ledger. Implementations are called by one writer at a time for
 /// [`Store::commit_batch`] and by any number of readers for everything else.
 pub trait Store: Send + Sync + 'static {
@@ -107,6 +121,32 @@ pub trait Store: Send + Sync + 'static {
         catalog: &Catalog,
         now_unix_ms: i64,
     ) -> Result<BatchResult, StoreError>;
+
+    /// The first half of [`Store::commit_batch`] for a pipelined writer: applies and writes the
+    /// batch and returns its result before it is durable, so the caller can prepare the next
+    /// batch (which builds on this one) while the disk syncs. Nothing may be acknowledged
+    /// before [`Store::wait_durable`] returned `Ok` for the ticket; readers do not see the batch
+    /// before then either. Storage without the split commits here and returns
+    /// [`CommitTicket::DURABLE`].
+    fn write_batch(
+        &self,
+        commands: &[Command],
+        catalog: &Catalog,
+        now_unix_ms: i64,
+    ) -> Result<(BatchResult, CommitTicket), StoreError> {
+        Ok((
+            self.commit_batch(commands, catalog, now_unix_ms)?,
+            CommitTicket::DURABLE,
+        ))
+    }
+
+    /// Returns once the batch of `ticket` (and every batch written before it) is durable. On
+    /// error the batch may or may not have reached the disk: only a retry with the same
+    /// idempotency key tells, and batches written after it fail too.
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        debug_assert_eq!(ticket, CommitTicket::DURABLE);
+        Ok(())
+    }
 
     /// Stores the catalog in force, so a restart keeps a catalog replaced at run time.
     fn save_catalog(&self, catalog: &StoredCatalog) -> Result<(), StoreError>;

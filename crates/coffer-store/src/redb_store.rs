@@ -21,14 +21,14 @@ use coffer_core::{
 
 use crate::faults::{FaultyFile, StorageFaults};
 use crate::journal::{
-    FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
+    FROZEN_GENERATIONS_MAX, Generation, Overlay, Sees, Signal, changes_nothing, decode_record,
     encode_record_into, keep_ends,
 };
-use crate::journal_file::{JOURNAL_DIR_NAME, JournalWriter, read_journal};
+use crate::journal_file::{JOURNAL_DIR_NAME, JournalSync, JournalWriter, read_journal};
 use crate::record::{decode, encode};
 use crate::{
-    CheckpointStatus, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog,
-    check_import_order, prepare_and_apply,
+    CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
+    StoredCatalog, check_import_order, prepare_and_apply,
 };
 
 /// The ledger file inside the data directory: the indexed tables, as of the last checkpoint.
@@ -102,6 +102,10 @@ struct Databases {
     ledger: Database,
     /// Held by the writer for a whole batch.
     journal: Mutex<JournalWriter>,
+    journal_sync: Arc<JournalSync>,
+    /// Which opening of the files this is: a batch written before a reopen cannot be confirmed
+    /// after it.
+    epoch: u64,
 }
 
 /// What the store's callers and its checkpointer thread share. Lock order, where several are
@@ -117,6 +121,14 @@ struct Shared {
     overlay: RwLock<Overlay>,
     /// The newest journal record written (0 before the first).
     journaled_through: AtomicU64,
+    /// The newest journal record known to be durable.
+    synced_through: AtomicU64,
+    /// One `fdatasync` of the journal at a time; whoever waits behind it finds its record
+    /// synced by it or syncs again.
+    sync_gate: Mutex<()>,
+    /// Openings of the files so far.
+    epochs: AtomicU64,
+
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
     last_checkpoint_ms: AtomicU64,
@@ -156,6 +168,10 @@ impl RedbStore {
             broken: AtomicBool::new(false),
             overlay: RwLock::default(),
             journaled_through: AtomicU64::new(0),
+            synced_through: AtomicU64::new(0),
+            sync_gate: Mutex::new(()),
+            epochs: AtomicU64::new(0),
+
             checkpointed_through: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             checkpoint_gate: Mutex::new(()),
@@ -171,6 +187,8 @@ impl RedbStore {
         let (databases, applied_through) = shared.open_databases()?;
         *shared.databases.get_mut().expect("fresh lock") = Some(Arc::new(databases));
         *shared.journaled_through.get_mut() = applied_through;
+        *shared.synced_through.get_mut() = applied_through;
+
         *shared.checkpointed_through.get_mut() = applied_through;
         let shared = Arc::new(shared);
         let checkpointer = {
@@ -449,7 +467,9 @@ impl Shared {
         Ok((
             Databases {
                 ledger,
+                journal_sync: journal.sync_handle(),
                 journal: Mutex::new(journal),
+                epoch: self.epochs.fetch_add(1, Ordering::SeqCst) + 1,
             },
             applied_through,
         ))
@@ -487,6 +507,8 @@ impl Shared {
         // or was never committed.
         self.journaled_through
             .store(applied_through, Ordering::SeqCst);
+        self.synced_through.store(applied_through, Ordering::SeqCst);
+
         *self.overlay.write().expect("overlay lock poisoned") = Overlay::default();
         self.checkpointed_through
             .store(applied_through, Ordering::SeqCst);
@@ -557,12 +579,12 @@ impl Shared {
         }
     }
 
-    fn commit_batch(
+    fn write_batch(
         &self,
         commands: &[Command],
         catalog: &Catalog,
         now_unix_ms: i64,
-    ) -> Result<BatchResult, StoreError> {
+    ) -> Result<(BatchResult, CommitTicket), StoreError> {
         let databases = self.databases()?;
         self.wait_for_room()?;
         let mut journal = databases.journal.lock().expect("journal lock poisoned");
@@ -575,7 +597,7 @@ impl Shared {
             let idempotency = txn.open_table(IDEMPOTENCY)?;
             let transactions = txn.open_table(TRANSACTIONS)?;
             let reversals = txn.open_table(REVERSALS)?;
-            let next_transaction_id = match overlay.next_transaction_id() {
+            let next_transaction_id = match overlay.next_transaction_id(Sees::Written) {
                 Some(id) => id,
                 None => read_meta_u64(&txn, NEXT_TRANSACTION_ID)?.unwrap_or(1),
             };
@@ -585,7 +607,7 @@ impl Shared {
             };
             prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
                 for id in &missing.accounts {
-                    let state = match overlay.account(id) {
+                    let state = match overlay.account(id, Sees::Written) {
                         Some(state) => Some(state.clone()),
                         None => match accounts.get(id.as_str())? {
                             Some(bytes) => Some(decode("account", bytes.value())?),
@@ -595,7 +617,7 @@ impl Shared {
                     loaded.accounts.insert(id.clone(), state);
                 }
                 for key in &missing.idempotency_keys {
-                    let outcome = match overlay.idempotency(key) {
+                    let outcome = match overlay.idempotency(key, Sees::Written) {
                         Some(outcome) => Some(outcome.clone()),
                         None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
                             Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
@@ -605,7 +627,7 @@ impl Shared {
                     loaded.idempotency.insert(key.clone(), outcome);
                 }
                 for id in &missing.transactions {
-                    let transaction = match overlay.transaction(*id) {
+                    let transaction = match overlay.transaction(*id, Sees::Written) {
                         Some(transaction) => Some(transaction.clone()),
                         None => match transactions.get(*id)? {
                             Some(bytes) => Some(decode("transaction", bytes.value())?),
@@ -615,7 +637,7 @@ impl Shared {
                     let record = match transaction {
                         Some(transaction) => Some(TransactionRecord {
                             transaction,
-                            reversed_by: match overlay.reversal(*id) {
+                            reversed_by: match overlay.reversal(*id, Sees::Written) {
                                 Some(reversal) => Some(reversal),
                                 None => reversals.get(*id)?.map(|v| v.value()),
                             },
@@ -627,20 +649,54 @@ impl Shared {
                 Ok(())
             })?
         };
+        let ticket = |seq| CommitTicket {
+            seq,
+            epoch: databases.epoch,
+        };
         if changes_nothing(&result.changes) {
-            return Ok(result);
+            // Its answers may rest on batches not durable yet: it is committed with them.
+            return Ok((result, ticket(journal.next_seq() - 1)));
         }
 
-        let seq = journal.append(self.checkpointed_through.load(Ordering::SeqCst), |out| {
+        let seq = journal.write(self.checkpointed_through.load(Ordering::SeqCst), |out| {
             encode_record_into(&result.changes, out)
         })?;
         self.journaled_through.store(seq, Ordering::SeqCst);
+        let mut written = Generation::default();
+        written.absorb(seq, &result.changes);
         self.overlay
             .write()
             .expect("overlay lock poisoned")
-            .active
-            .absorb(seq, &result.changes);
-        Ok(result)
+            .pending
+            .push_back(written);
+        Ok((result, ticket(seq)))
+    }
+
+    /// Returns once the batch of `ticket` is durable and readers see it, syncing the journal
+    /// if no one has since it was written.
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        loop {
+            let Some(databases) = self.healthy_databases() else {
+                return Err(StoreError::Reopening);
+            };
+            if databases.epoch != ticket.epoch {
+                // Reopening recovered whatever of it reached the disk; only a retry can tell.
+                return Err(StoreError::Reopening);
+            }
+            if self.synced_through.load(Ordering::SeqCst) >= ticket.seq {
+                return Ok(());
+            }
+            let _one_sync = self.sync_gate.lock().expect("sync gate poisoned");
+            if self.synced_through.load(Ordering::SeqCst) >= ticket.seq {
+                continue;
+            }
+            let through = databases.journal_sync.sync()?;
+            self.overlay
+                .write()
+                .expect("overlay lock poisoned")
+                .make_durable(through);
+            self.synced_through.store(through, Ordering::SeqCst);
+        }
     }
 
     /// True when the checkpointer has work: a frozen generation, or an active one that waited
@@ -879,8 +935,25 @@ impl Store for RedbStore {
         catalog: &Catalog,
         now_unix_ms: i64,
     ) -> Result<BatchResult, StoreError> {
+        let (result, ticket) = self.write_batch(commands, catalog, now_unix_ms)?;
+        self.wait_durable(ticket)?;
+        Ok(result)
+    }
+
+    fn write_batch(
+        &self,
+        commands: &[Command],
+        catalog: &Catalog,
+        now_unix_ms: i64,
+    ) -> Result<(BatchResult, CommitTicket), StoreError> {
         self.shared
-            .commit_batch(commands, catalog, now_unix_ms)
+            .write_batch(commands, catalog, now_unix_ms)
+            .map_err(|error| self.shared.write_failed(error))
+    }
+
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        self.shared
+            .wait_durable(ticket)
             .map_err(|error| self.shared.write_failed(error))
     }
 
@@ -915,7 +988,7 @@ impl Store for RedbStore {
     }
 
     fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError> {
-        if let Some(state) = self.shared.read_overlay().account(id) {
+        if let Some(state) = self.shared.read_overlay().account(id, Sees::Durable) {
             return Ok(Some(state.clone()));
         }
         let txn = self.shared.databases()?.ledger.begin_read()?;
@@ -929,7 +1002,10 @@ impl Store for RedbStore {
     fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError> {
         let (in_memory, reversed_in_memory) = {
             let overlay = self.shared.read_overlay();
-            (overlay.transaction(id).cloned(), overlay.reversal(id))
+            (
+                overlay.transaction(id, Sees::Durable).cloned(),
+                overlay.reversal(id, Sees::Durable),
+            )
         };
         let txn = self.shared.databases()?.ledger.begin_read()?;
         let transaction = match in_memory {
@@ -1085,7 +1161,11 @@ impl Store for RedbStore {
             let txn = databases.ledger.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
                 || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
-                || self.shared.read_overlay().next_transaction_id().is_some()
+                || self
+                    .shared
+                    .read_overlay()
+                    .next_transaction_id(Sees::Written)
+                    .is_some()
             {
                 return Err(StoreError::NotEmpty);
             }
