@@ -51,6 +51,11 @@ struct Args {
     /// Seconds each phase runs.
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
+    /// Runs the phase list this many times, one round after the other, and reports each phase's
+    /// median round: on a machine whose speed drifts (a shared VM), ratios to the no-op ceiling
+    /// are then taken within a round, where both saw the same machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Operation mix in percent: purchase,upgrade,claim,read.
     #[arg(long, default_value = "70,5,10,15")]
     mix: String,
@@ -103,6 +108,42 @@ struct PhaseResult {
     p90_us: u64,
     p99_us: u64,
     p999_us: u64,
+    /// Over several rounds: the median of this phase's ratios to the no-op phase of its round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_no_op: Option<f64>,
+}
+
+/// Each phase's median round (by throughput), with the median of its per-round ratios to that
+/// round's no-op ceiling. Every round ran the same phases in the same order.
+fn median_rounds(rounds: &[Vec<PhaseResult>]) -> Vec<PhaseResult> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    if rounds.len() == 1 {
+        return first.clone();
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    (0..first.len())
+        .map(|phase| {
+            let mut by_rate: Vec<&PhaseResult> = rounds.iter().map(|round| &round[phase]).collect();
+            by_rate.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            let mut row = by_rate[by_rate.len() / 2].clone();
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|round| {
+                    let ceiling = round.iter().find(|r| r.name.starts_with("no-op"))?;
+                    Some(round[phase].per_second / ceiling.per_second.max(1.0))
+                })
+                .collect();
+            if !ratios.is_empty() {
+                row.vs_no_op = Some(median(ratios));
+            }
+            row
+        })
+        .collect()
 }
 
 /// Small deterministic generator (xorshift64*), so runs need no extra dependency.
@@ -521,7 +562,6 @@ async fn main() -> std::process::ExitCode {
         );
     }
 
-    let mut results = Vec::new();
     let channels: Vec<tonic::transport::Channel> = {
         let mut channels = Vec::new();
         for _ in 0..args.connections.max(1) {
@@ -536,44 +576,54 @@ async fn main() -> std::process::ExitCode {
         channels
     };
     let health = Arc::new(channels);
-    for phase in &args.phases {
-        let result = match phase {
-            Phase::Noop => noop_phase(&args, &health).await,
-            Phase::Purchase => {
-                purchase_phase(PURCHASE_PHASE_NAME, &args, &connections, args.players, None).await
-            }
-            Phase::PurchaseHalfPeak => {
-                let peak = results
-                    .iter()
-                    .find(|r: &&PhaseResult| r.name == PURCHASE_PHASE_NAME)
-                    .map(|r| r.per_second);
-                let Some(peak) = peak else {
-                    eprintln!("purchase-half needs the purchase phase before it");
-                    return std::process::ExitCode::FAILURE;
-                };
-                purchase_phase(
-                    "purchase at half of peak",
-                    &args,
-                    &connections,
-                    args.players,
-                    Some(peak / 2.0),
-                )
-                .await
-            }
-            Phase::Mixed => mixed_phase(&args, &connections, &mix).await,
-            Phase::Postgres => match &args.postgres_url {
-                Some(url) => match postgres_baseline(url, &args).await {
-                    Ok(result) => result,
-                    Err(error) => {
-                        eprintln!("PostgreSQL baseline failed: {error}");
+    let mut rounds: Vec<Vec<PhaseResult>> = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        if args.rounds > 1 && !args.json {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        let mut results = Vec::new();
+        for phase in &args.phases {
+            let result = match phase {
+                Phase::Noop => noop_phase(&args, &health).await,
+                Phase::Purchase => {
+                    purchase_phase(PURCHASE_PHASE_NAME, &args, &connections, args.players, None)
+                        .await
+                }
+                Phase::PurchaseHalfPeak => {
+                    let peak = results
+                        .iter()
+                        .find(|r: &&PhaseResult| r.name == PURCHASE_PHASE_NAME)
+                        .map(|r| r.per_second);
+                    let Some(peak) = peak else {
+                        eprintln!("purchase-half needs the purchase phase before it");
                         return std::process::ExitCode::FAILURE;
-                    }
+                    };
+                    purchase_phase(
+                        "purchase at half of peak",
+                        &args,
+                        &connections,
+                        args.players,
+                        Some(peak / 2.0),
+                    )
+                    .await
+                }
+                Phase::Mixed => mixed_phase(&args, &connections, &mix).await,
+                Phase::Postgres => match &args.postgres_url {
+                    Some(url) => match postgres_baseline(url, &args).await {
+                        Ok(result) => result,
+                        Err(error) => {
+                            eprintln!("PostgreSQL baseline failed: {error}");
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    },
+                    None => continue,
                 },
-                None => continue,
-            },
-        };
-        results.push(result);
+            };
+            results.push(result);
+        }
+        rounds.push(results);
     }
+    let mut results = median_rounds(&rounds);
     let mut prepared = args.players;
     for &players in &args.scale_players {
         if players > prepared {
@@ -604,7 +654,7 @@ async fn main() -> std::process::ExitCode {
     if args.json {
         let json = serde_json::json!({
             "players": args.players, "concurrency": args.concurrency, "connections": args.connections,
-            "duration_s": args.duration_s, "phases": results,
+            "duration_s": args.duration_s, "phases": results, "rounds": rounds,
             "verifier": { "clean": report.clean, "transactions_checked": report.transactions_checked },
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("json"));
@@ -627,6 +677,10 @@ async fn main() -> std::process::ExitCode {
             "errors"
         );
         for r in &results {
+            let vs_no_op = r
+                .vs_no_op
+                .or(ceiling.map(|c| r.per_second / c.max(1.0)))
+                .map_or(f64::NAN, |ratio| 100.0 * ratio);
             println!(
                 "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.0}% {:>7}",
                 r.name,
@@ -636,9 +690,22 @@ async fn main() -> std::process::ExitCode {
                 r.p90_us as f64 / 1000.0,
                 r.p99_us as f64 / 1000.0,
                 r.p999_us as f64 / 1000.0,
-                ceiling.map_or(f64::NAN, |c| 100.0 * r.per_second / c.max(1.0)),
+                vs_no_op,
                 r.unexpected_errors
             );
+        }
+        if rounds.len() > 1 {
+            println!(
+                "{} rounds; each row is the phase's median round, 'vs no-op' the median of the ratios within rounds. Per round:",
+                rounds.len()
+            );
+            for (phase, r) in results.iter().enumerate().take(rounds[0].len()) {
+                let per_round: Vec<String> = rounds
+                    .iter()
+                    .map(|round| format!("{:.0}/s", round[phase].per_second))
+                    .collect();
+                println!("  {:<30} {}", r.name, per_round.join("  "));
+            }
         }
         println!(
             "ledger verifier: {} ({} transactions replayed)",
