@@ -1,7 +1,8 @@
-//! Storage faults on demand, for reliability tests: a redb storage backend (and the journal's
-//! writes) passing every call to the real file until told to fail writes, syncs, or to behave like a full disk. The server
-//! must then answer UNAVAILABLE, acknowledge nothing it did not commit and recover once the fault
-//! clears; tests flip the switch while real clients keep calling.
+//! Storage faults on demand, for reliability tests: a redb storage backend for the ledger file,
+//! and a check before every journal write and sync, passing every call to the real file until
+//! told to fail writes, syncs, or to behave like a full disk. The server must then answer
+//! UNAVAILABLE, acknowledge nothing it did not commit and recover once the fault clears; tests
+//! flip the switch while real clients keep calling.
 
 use std::fs::File;
 use std::ops::Bound;

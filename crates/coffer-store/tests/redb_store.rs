@@ -365,3 +365,48 @@ fn a_crash_before_the_checkpoint_loses_no_acknowledged_batch() {
         "a clean stop leaves no journal records"
     );
 }
+
+#[test]
+fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    let store = RedbStore::open(dir.path()).unwrap();
+    let ann = AccountId::player("ann");
+
+    // Two batches written back to back, neither waited for: the second sees the first (ann
+    // can afford two potions with her 10 coins, so the third purchase is refused).
+    let (first, first_ticket) = store
+        .write_batch(&[purchase("ann", "a"), purchase("ann", "b")], &catalog, 1)
+        .unwrap();
+    assert!(first.outcomes.iter().all(Result::is_ok));
+    let (second, second_ticket) = store
+        .write_batch(&[purchase("ann", "c")], &catalog, 2)
+        .unwrap();
+    assert!(
+        second.outcomes[0].is_err(),
+        "the second batch is applied on top of the written first one"
+    );
+    // A retry of a written purchase answers from its written outcome.
+    let (retry, retry_ticket) = store
+        .write_batch(&[purchase("ann", "a")], &catalog, 3)
+        .unwrap();
+    assert_eq!(
+        retry.outcomes[0].as_ref().unwrap().id,
+        first.outcomes[0].as_ref().unwrap().id
+    );
+    assert_eq!(store.journaled_through(), 2, "the retry wrote nothing");
+
+    // Readers see nothing of them until they are durable.
+    assert_eq!(store.account(&ann).unwrap(), None);
+    assert!(store.transaction(1).unwrap().is_none());
+    assert!(store.history_before(&ann, u64::MAX, 10).unwrap().is_empty());
+
+    store.wait_durable(first_ticket).unwrap();
+    let after_first = store.account(&ann).unwrap().unwrap();
+    assert_eq!(after_first.balance("coins"), 2);
+    assert!(store.transaction(1).unwrap().is_some());
+    store.wait_durable(second_ticket).unwrap();
+    store.wait_durable(retry_ticket).unwrap();
+    assert_eq!(store.account(&ann).unwrap().unwrap(), after_first);
+    assert!(store.verify(&catalog).unwrap().is_clean());
+}
