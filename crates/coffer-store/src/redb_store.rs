@@ -44,6 +44,10 @@ const HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// Original transaction id → id of its reversal.
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
+/// The journal of earlier versions: a redb file with one table of records (the same encoding as
+/// a segment's records). Folded into the ledger file and removed at open.
+const LEGACY_JOURNAL_FILE_NAME: &str = "coffer-journal.redb";
+const LEGACY_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// Named values: `next_transaction_id`, `catalog`, `journal_applied_through`.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -276,6 +280,29 @@ fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database
     }
 }
 
+/// Calls `each` with the records of a journal of an earlier version from `from_seq` on, in order.
+fn read_legacy_journal(
+    path: &Path,
+    from_seq: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let journal = Database::open(path).map_err(|e| StoreError::Engine(e.into()))?;
+    let txn = journal.begin_read()?;
+    let table = match txn.open_table(LEGACY_JOURNAL) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    for entry in table.range(from_seq..)? {
+        let (seq, bytes) = entry?;
+        each(seq.value(), bytes.value())?;
+    }
+    Ok(())
+}
+
 fn read_meta_u64(txn: &ReadTransaction, name: &str) -> Result<Option<u64>, StoreError> {
     match txn.open_table(META)?.get(name)? {
         Some(bytes) => Ok(Some(decode(name, bytes.value())?)),
@@ -440,6 +467,11 @@ impl Shared {
         let applied_through =
             read_meta_u64(&ledger.begin_read()?, JOURNAL_APPLIED_THROUGH)?.unwrap_or(0);
         let mut recovered = Generation::default();
+        let legacy_journal = self.ledger_path.with_file_name(LEGACY_JOURNAL_FILE_NAME);
+        read_legacy_journal(&legacy_journal, applied_through + 1, |seq, bytes| {
+            recovered.absorb(seq, &decode_record(bytes)?);
+            Ok(())
+        })?;
         if self.journal_dir.exists() {
             read_journal(&self.journal_dir, applied_through + 1, |seq, bytes| {
                 recovered.absorb(seq, &decode_record(bytes)?);
@@ -458,7 +490,14 @@ impl Shared {
             recovered.last_seq
         };
         // Everything the journal held is in the ledger file now (durably: the checkpoint's
-        // commits are), so its segments can go.
+        // commits are), so its segments, and a journal of an earlier version, can go.
+        if legacy_journal.exists() {
+            std::fs::remove_file(&legacy_journal).map_err(|source| StoreError::Journal {
+                path: legacy_journal.display().to_string(),
+                source,
+            })?;
+            tracing::info!(path = %legacy_journal.display(), "journal of an earlier version folded in and removed");
+        }
         let journal = JournalWriter::start_empty(
             &self.journal_dir,
             self.faults.clone(),
@@ -1226,5 +1265,57 @@ impl Store for RedbStore {
             txn.commit()?;
         }
         Ok(next_id - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::{IdempotencyKey, Operation};
+
+    #[test]
+    fn a_journal_of_the_earlier_redb_format_is_folded_in_and_removed() {
+        let catalog = Catalog::from_toml(
+            "version = 1\n[currencies.coins]\ndecimals = 0\ninitial_balance_minor_units = 0\n",
+        )
+        .unwrap();
+        let grant = Command {
+            idempotency_key: IdempotencyKey::player("ann", "g"),
+            operation: Operation::Grant {
+                player_id: "ann".to_owned(),
+                contents: coffer_core::Contents {
+                    currencies: [("coins".to_owned(), 7)].into(),
+                    items: Default::default(),
+                },
+            },
+            caller: "test".to_owned(),
+            reason: String::new(),
+        };
+        // A batch's changes, as an earlier version journaled them.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let changes = RedbStore::open(elsewhere.path())
+            .unwrap()
+            .commit_batch(&[grant], &catalog, 1)
+            .unwrap()
+            .changes;
+
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(dir.path()).unwrap());
+        {
+            let legacy = Database::create(dir.path().join(LEGACY_JOURNAL_FILE_NAME)).unwrap();
+            let txn = legacy.begin_write().unwrap();
+            let mut record = Vec::new();
+            encode_record_into(&changes, &mut record);
+            txn.open_table(LEGACY_JOURNAL)
+                .unwrap()
+                .insert(1, record.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let ann = store.account(&AccountId::player("ann")).unwrap().unwrap();
+        assert_eq!(ann.balance("coins"), 7);
+        assert!(!dir.path().join(LEGACY_JOURNAL_FILE_NAME).exists());
+        assert!(store.verify(&catalog).unwrap().is_clean());
     }
 }
