@@ -83,11 +83,16 @@ async fn survive(fault: Fault) {
 
     let record = Arc::new(Mutex::new(Record::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    // Set after the fault is switched on and cleared before it is switched off: a purchase that
+    // sees it both when sent and when answered ran entirely under the fault, so its commit
+    // cannot have been confirmed (no write or sync of its batch could succeed).
+    let fault_on = Arc::new(AtomicBool::new(false));
     let mut buyers = Vec::new();
     for buyer in 0..BUYERS {
-        let (record, stop, mut client) = (
+        let (record, stop, fault_on, mut client) = (
             Arc::clone(&record),
             Arc::clone(&stop),
+            Arc::clone(&fault_on),
             server.client().await,
         );
         buyers.push(tokio::spawn(async move {
@@ -95,9 +100,14 @@ async fn survive(fault: Fault) {
             while !stop.load(Ordering::SeqCst) {
                 sequence += 1;
                 let key = format!("buy-{buyer}-{sequence}");
+                let sent_under_fault = fault_on.load(Ordering::SeqCst);
                 let answer = buy(&mut client, buyer, &key).await;
+                let wholly_under_fault = sent_under_fault && fault_on.load(Ordering::SeqCst);
                 let mut record = record.lock().await;
                 match answer {
+                    Ok(_) if wholly_under_fault => record.wrong.push(format!(
+                        "{key}: acknowledged while every write or sync failed"
+                    )),
                     Ok(id) => {
                         record.acknowledged.insert(key, id);
                     }
@@ -116,12 +126,14 @@ async fn survive(fault: Fault) {
     })
     .await;
     faults.set(fault);
+    fault_on.store(true, Ordering::SeqCst);
     let (before_fault, _) = count(&*record.lock().await);
     wait_until("UNAVAILABLE answers during the fault", async || {
         count(&*record.lock().await).1 >= FAILURES_WANTED
     })
     .await;
     assert!(faults.injected() > 0, "{fault:?} was never injected");
+    fault_on.store(false, Ordering::SeqCst);
     faults.set(Fault::None);
     let (during_fault, failures) = count(&*record.lock().await);
     wait_until("purchases after the fault cleared", async || {
