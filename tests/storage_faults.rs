@@ -1,8 +1,9 @@
-//! Storage faults under load: while real clients buy over real gRPC, the redb file's writes,
-//! fsyncs or free space fail on command. Affected calls must end UNAVAILABLE (never another code,
-//! never a success that was not committed), the server must recover by itself once the fault
-//! clears, and afterwards every acknowledged transaction is there, every key applied once, the
-//! verifier clean and the coins conserved — also after a restart.
+//! Storage faults under load: while real clients buy over real gRPC, writes and fsyncs of the
+//! ledger file and the journal, or their free space, fail on command. Affected calls must end
+//! UNAVAILABLE (never another code, never a success that was not committed), the server must
+//! recover by itself once the fault clears, and afterwards every acknowledged transaction is
+//! there, every key applied once, the verifier clean and the coins conserved — also after a
+//! restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
