@@ -121,7 +121,15 @@ async fn survive(fault: Fault) {
         }));
     }
 
-    let count = |record: &Record| (record.acknowledged.len(), record.unavailable.len());
+    // A wrong answer ends the test at once, named, rather than as a timeout later.
+    let count = |record: &Record| {
+        assert!(
+            record.wrong.is_empty(),
+            "{fault:?}: wrong answers: {:?}",
+            &record.wrong[..record.wrong.len().min(5)]
+        );
+        (record.acknowledged.len(), record.unavailable.len())
+    };
     wait_until("purchases before the fault", async || {
         count(&*record.lock().await).0 >= SUCCESSES_WANTED
     })
