@@ -65,8 +65,8 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// For the embedded server: commit with redb's two-phase commit (two syncs per commit) or
-    /// one checksummed sync.
+    /// For the embedded server: the ledger file's commits (checkpoints) with redb's two-phase
+    /// commit (two syncs per commit) or one checksummed sync.
     #[arg(long, default_value_t = coffer_store::TWO_PHASE_COMMIT_DEFAULT, action = clap::ArgAction::Set)]
     redb_two_phase_commit: bool,
     /// For the embedded server: how long changes wait in memory at most before a checkpoint.

@@ -51,7 +51,8 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// How long a start may wait for the ledger check (0 turns it off) [default: 10000].
     pub startup_check_time_limit_ms: Option<u64>,
-    /// redb commits with two syncs (two-phase) or one [default: true].
+    /// The redb ledger file's commits (checkpoints) with two syncs (two-phase) or one
+    /// [default: true]; the journal takes one `fdatasync` per batch either way.
     pub redb_two_phase_commit: Option<bool>,
     /// Longest a journaled change waits for its checkpoint into `coffer.redb` [default: 1000].
     pub redb_checkpoint_interval_ms: Option<u64>,

@@ -42,7 +42,7 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}{SEGMENT_SUFFIX}"))
 }
 
-fn journal_error(path: &Path, source: std::io::Error) -> StoreError {
+pub(crate) fn journal_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Journal {
         path: path.display().to_string(),
         source,

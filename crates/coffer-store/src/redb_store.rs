@@ -24,7 +24,9 @@ use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Sees, Signal, changes_nothing, decode_record,
     encode_record_into, keep_ends,
 };
-use crate::journal_file::{JOURNAL_DIR_NAME, JournalSync, JournalWriter, read_journal};
+use crate::journal_file::{
+    JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
+};
 use crate::record::{decode, encode};
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
@@ -64,13 +66,15 @@ const WAIT_POLL_MS: u64 = 50;
 /// journal's own `fsync`s (the request path) never queue for long behind a checkpoint's.
 const CHECKPOINT_ROWS_PER_COMMIT: usize = 256;
 
-/// Whether commits use redb's two-phase commit unless told otherwise.
+/// Whether the ledger file's commits use redb's two-phase commit unless told otherwise.
 pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
 
 /// How a [`RedbStore`] commits.
 #[derive(Debug, Clone)]
 pub struct RedbOptions {
-    /// Every commit is durable (`fsync`ed) before it is acknowledged either way. With two-phase
+    /// How the ledger file commits (checkpoints, catalog saves, imports; the journal on the
+    /// request path is not a redb file and takes one `fdatasync` per batch either way). Every
+    /// commit is durable (`fsync`ed) either way. With two-phase
     /// commit redb writes and syncs the data, then flips and syncs the commit slot (two syncs);
     /// without it, one sync covers data and a checksummed commit slot, and recovery falls back
     /// to the previous slot if the checksum does not match. redb's documentation names one
@@ -132,7 +136,6 @@ struct Shared {
     sync_gate: Mutex<()>,
     /// Openings of the files so far.
     epochs: AtomicU64,
-
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
     last_checkpoint_ms: AtomicU64,
@@ -175,7 +178,6 @@ impl RedbStore {
             synced_through: AtomicU64::new(0),
             sync_gate: Mutex::new(()),
             epochs: AtomicU64::new(0),
-
             checkpointed_through: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             checkpoint_gate: Mutex::new(()),
@@ -492,10 +494,7 @@ impl Shared {
         // Everything the journal held is in the ledger file now (durably: the checkpoint's
         // commits are), so its segments, and a journal of an earlier version, can go.
         if legacy_journal.exists() {
-            std::fs::remove_file(&legacy_journal).map_err(|source| StoreError::Journal {
-                path: legacy_journal.display().to_string(),
-                source,
-            })?;
+            std::fs::remove_file(&legacy_journal).map_err(|e| journal_error(&legacy_journal, e))?;
             tracing::info!(path = %legacy_journal.display(), "journal of an earlier version folded in and removed");
         }
         let journal = JournalWriter::start_empty(
@@ -547,7 +546,6 @@ impl Shared {
         self.journaled_through
             .store(applied_through, Ordering::SeqCst);
         self.synced_through.store(applied_through, Ordering::SeqCst);
-
         *self.overlay.write().expect("overlay lock poisoned") = Overlay::default();
         self.checkpointed_through
             .store(applied_through, Ordering::SeqCst);
