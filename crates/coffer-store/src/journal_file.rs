@@ -98,14 +98,13 @@ fn parse_record(bytes: &[u8], offset: usize) -> Option<(u64, &[u8], usize)> {
 }
 
 /// Reads the journal in `dir` and calls `each` with every record from `from_seq` on, in order
-/// (0: from the first record, whatever its number). Returns the sequence number after the last
-/// record read. A record after `from_seq` that does not follow the one before it means records
-/// were lost: that is an error, not a torn tail.
+/// (0: from the first record, whatever its number). A record after `from_seq` that does not
+/// follow the one before it means records were lost: that is an error, not a torn tail.
 pub(crate) fn read_journal(
     dir: &Path,
     from_seq: u64,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     let mut next_seq = from_seq;
     for first_seq in list_segments(dir)? {
         let path = segment_path(dir, first_seq);
@@ -135,7 +134,7 @@ pub(crate) fn read_journal(
             offset = after;
         }
     }
-    Ok(next_seq)
+    Ok(())
 }
 
 /// How many intact records the journal in `dir` holds (for tools and tests; 0 when there is no
@@ -185,8 +184,6 @@ impl JournalSync {
 
 /// The writing end of the journal, owned by the one writer.
 pub(crate) struct JournalWriter {
-    dir: PathBuf,
-    faults: Option<StorageFaults>,
     /// First sequence numbers of the segments on disk, oldest first; the last one is `file`.
     segments: VecDeque<u64>,
     file: Arc<File>,
@@ -215,7 +212,7 @@ impl JournalWriter {
         sync_directory(dir)?;
         let sync = Arc::new(JournalSync {
             dir: dir.to_owned(),
-            faults: faults.clone(),
+            faults,
             target: Mutex::new(SyncTarget {
                 file: Arc::clone(&file),
                 first_seq: next_seq,
@@ -223,8 +220,6 @@ impl JournalWriter {
             }),
         });
         Ok(JournalWriter {
-            dir: dir.to_owned(),
-            faults,
             segments: VecDeque::from([next_seq]),
             file,
             sync,
@@ -274,8 +269,13 @@ impl JournalWriter {
         if self.written_bytes > 0 && self.written_bytes + record_bytes > SEGMENT_BYTES_TARGET {
             self.next_segment(seq, checkpointed_through)?;
         }
-        let path = || segment_path(&self.dir, *self.segments.back().expect("a current segment"));
-        if let Some(faults) = &self.faults {
+        let path = || {
+            segment_path(
+                &self.sync.dir,
+                *self.segments.back().expect("a current segment"),
+            )
+        };
+        if let Some(faults) = &self.sync.faults {
             faults
                 .before_write()
                 .map_err(|e| journal_error(&path(), e))?;
@@ -309,11 +309,11 @@ impl JournalWriter {
             let after_oldest = segments.get(1).copied().unwrap_or(first_seq);
             after_oldest <= checkpointed_through + 1
         };
-        let path = segment_path(&self.dir, first_seq);
+        let path = segment_path(&self.sync.dir, first_seq);
         let mut recycled = None;
         while fully_checkpointed(&self.segments) {
             let oldest = self.segments.pop_front().expect("checked above");
-            let oldest_path = segment_path(&self.dir, oldest);
+            let oldest_path = segment_path(&self.sync.dir, oldest);
             if recycled.is_none() {
                 std::fs::rename(&oldest_path, &path).map_err(|e| journal_error(&oldest_path, e))?;
                 recycled = Some(oldest);
@@ -326,7 +326,7 @@ impl JournalWriter {
         }
         let file = Arc::new(open_segment(&path)?);
         // The new name must be durable before an acknowledged record lives under it.
-        sync_directory(&self.dir)?;
+        sync_directory(&self.sync.dir)?;
         self.file = Arc::clone(&file);
         self.written_bytes = 0;
         self.segments.push_back(first_seq);
@@ -340,10 +340,10 @@ impl JournalWriter {
     /// file alone holds the ledger.
     pub fn remove_all(&mut self) -> Result<(), StoreError> {
         for first_seq in self.segments.drain(..) {
-            let path = segment_path(&self.dir, first_seq);
+            let path = segment_path(&self.sync.dir, first_seq);
             std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
         }
-        sync_directory(&self.dir)
+        sync_directory(&self.sync.dir)
     }
 }
 
@@ -393,7 +393,6 @@ mod tests {
         for (seq, bytes) in records {
             assert_eq!(bytes, payload(seq, 100));
         }
-        assert_eq!(read_journal(dir.path(), 0, |_, _| Ok(())).unwrap(), 15);
         assert_eq!(journal_record_count(dir.path()).unwrap(), 10);
     }
 
@@ -416,6 +415,13 @@ mod tests {
         damaged[RECORD_HEADER_BYTES + 50 + RECORD_HEADER_BYTES + 7] ^= 1;
         std::fs::write(&path, &damaged).unwrap();
         assert_eq!(read_all(dir.path(), 1).len(), 1);
+        // A fresh start (after recovery folded record 1 in) removes the damaged segment: the
+        // new journal's record 2 is read, the old damaged bytes never.
+        drop(journal);
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 2).unwrap();
+        assert_eq!(journal_record_count(dir.path()).unwrap(), 0);
+        journal.write(0, |out| out.extend(payload(2, 9))).unwrap();
+        assert_eq!(read_all(dir.path(), 2), [(2, payload(2, 9))]);
     }
 
     #[test]
