@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use coffer_core::{AccountId, Catalog, Command, Contents, IdempotencyKey, Operation};
+use coffer_core::{
+    AccountId, Catalog, Command, Contents, IdempotencyKey, Operation, RejectionCode,
+};
 use coffer_store::{RedbOptions, RedbStore, Store, StoreError, StoredCatalog};
 
 const CATALOG: &str = r#"
@@ -382,8 +384,9 @@ fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
     let (second, second_ticket) = store
         .write_batch(&[purchase("ann", "c")], &catalog, 2)
         .unwrap();
-    assert!(
-        second.outcomes[0].is_err(),
+    assert_eq!(
+        second.outcomes[0].as_ref().unwrap_err().code,
+        RejectionCode::InsufficientFunds,
         "the second batch is applied on top of the written first one"
     );
     // A retry of a written purchase answers from its written outcome.
