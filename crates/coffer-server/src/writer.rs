@@ -219,9 +219,7 @@ impl Writer {
                 self.metrics
                     .record_commit(commands.len(), started.elapsed(), false);
                 tracing::error!(%error, batch_len = commands.len(), "batch write failed; nothing committed");
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(WriteError::CommitFailed(error.to_string())));
-                }
+                answer_failed(replies.drain(..), &error);
             }
         }
         commands.clear();
@@ -285,10 +283,15 @@ impl Completer {
             }
             Err(error) => {
                 tracing::error!(%error, batch_len = replies.len(), "batch commit could not be confirmed");
-                for reply in replies {
-                    let _ = reply.send(Err(WriteError::CommitFailed(error.to_string())));
-                }
+                answer_failed(replies, &error);
             }
         }
+    }
+}
+
+/// Answers every request of a batch whose commit failed or could not be confirmed.
+fn answer_failed(replies: impl IntoIterator<Item = Reply>, error: &StoreError) {
+    for reply in replies {
+        let _ = reply.send(Err(WriteError::CommitFailed(error.to_string())));
     }
 }
