@@ -127,7 +127,7 @@ struct Shared {
     /// is opened again, which also recovers the last durable commit from the files.
     broken: AtomicBool,
     overlay: RwLock<Overlay>,
-        /// The newest journal record written (0 before the first); kept apart from the journal's
+    /// The newest journal record written (0 before the first); kept apart from the journal's
     /// own counter so metrics never wait for the writer's journal lock.
     journaled_through: AtomicU64,
     /// The newest journal record known to be durable.
