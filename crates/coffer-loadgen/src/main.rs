@@ -30,6 +30,12 @@ const PURCHASE_PHASE_NAME: &str = "coffer purchase (durable)";
 /// Coins granted to each player before the run.
 const SETUP_COINS: i64 = 900_000;
 
+/// Counts the write phases run so far, so no two phases (in a round or across rounds) share an
+/// idempotency key: a repeated key is answered from its stored outcome, a replay that does no work.
+static WRITE_PHASES_STARTED: AtomicU64 = AtomicU64::new(0);
+/// The newest transaction id any write of this run was answered with.
+static NEWEST_TRANSACTION_ID: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "coffer-loadgen", version)]
 struct Args {
@@ -266,6 +272,41 @@ where
     result
 }
 
+/// Where a write phase starts: its number, to make its keys its own, and the newest transaction
+/// committed before it.
+#[derive(Clone, Copy)]
+struct WritePhase {
+    number: u64,
+    newest_transaction_before: u64,
+}
+
+impl WritePhase {
+    fn start() -> WritePhase {
+        WritePhase {
+            number: WRITE_PHASES_STARTED.fetch_add(1, Ordering::SeqCst),
+            newest_transaction_before: NEWEST_TRANSACTION_ID.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Like [`ended`], and a write answered with a transaction committed before this phase began
+    /// is an error: it was a replay of an earlier request, not a write.
+    fn ended(&self, result: Result<pb::Transaction, ClientError>, expected: &[Rejection]) -> Ended {
+        match result {
+            Ok(transaction) if transaction.id <= self.newest_transaction_before => {
+                Ended::Unexpected(format!(
+                    "answered with transaction {} committed before the phase began: a replay, not a write",
+                    transaction.id
+                ))
+            }
+            Ok(transaction) => {
+                NEWEST_TRANSACTION_ID.fetch_max(transaction.id, Ordering::SeqCst);
+                Ended::Ok
+            }
+            Err(error) => ended(Err::<(), _>(error), expected),
+        }
+    }
+}
+
 fn ended<T>(result: Result<T, ClientError>, expected: &[Rejection]) -> Ended {
     match result {
         Ok(_) => Ended::Ok,
@@ -416,15 +457,17 @@ async fn purchase_phase(
 ) -> PhaseResult {
     let connections = Arc::new(connections.to_vec());
     let players = players as u64;
-    let phase_tag = name.len() as u64;
+    let phase = WritePhase::start();
     run_phase(name, args, rate_per_s, move |worker, sequence| {
         let mut client = connections[worker % connections.len()].clone();
         async move {
-            let mut rng =
-                Rng(0x51_7cc1_b727_220a ^ ((worker as u64) << 32) ^ sequence ^ (phase_tag << 56));
+            let mut rng = Rng(0x51_7cc1_b727_220a
+                ^ ((worker as u64) << 32)
+                ^ sequence
+                ^ (phase.number << 56));
             let player = format!("p{}", rng.below(players));
-            let key = format!("buy-{phase_tag}-w{worker}-{sequence}");
-            ended(
+            let key = format!("buy-{}-w{worker}-{sequence}", phase.number);
+            phase.ended(
                 client
                     .purchase(&player, "potion", &[("coins", 10)], &key)
                     .await,
@@ -439,6 +482,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
     let mixed = Arc::new(connections.to_vec());
     let mix = Arc::new(mix.to_vec());
     let players = args.players as u64;
+    let phase = WritePhase::start();
     run_phase(
         "coffer mixed workload",
         args,
@@ -447,9 +491,10 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
             let mut client = mixed[worker % mixed.len()].clone();
             let mix = Arc::clone(&mix);
             async move {
-                let mut rng = Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence);
+                let mut rng =
+                    Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence ^ (phase.number << 56));
                 let player = format!("p{}", rng.below(players));
-                let key = format!("mix-w{worker}-{sequence}");
+                let key = format!("mix-{}-w{worker}-{sequence}", phase.number);
                 let mut pick = rng.below(mix.iter().sum());
                 let mut kind = 0;
                 while pick >= mix[kind] {
@@ -457,7 +502,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
                     kind += 1;
                 }
                 match kind {
-                    0 => ended(
+                    0 => phase.ended(
                         client
                             .purchase(&player, "potion", &[("coins", 10)], &key)
                             .await,
@@ -472,7 +517,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
                             4 => &[("coins", 600), ("gems", 2)],
                             _ => &[("coins", 1_200), ("gems", 5)],
                         };
-                        ended(
+                        phase.ended(
                             client
                                 .upgrade(&player, "speed_boots", level, price, &key)
                                 .await,
@@ -484,7 +529,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
                             ],
                         )
                     }
-                    2 => ended(
+                    2 => phase.ended(
                         client.claim_reward(&player, "coin_pickup", &key).await,
                         &[Rejection::RateLimited, Rejection::CapExceeded],
                     ),
