@@ -689,13 +689,13 @@ impl Shared {
                 for key in &missing.idempotency_keys {
                     let outcome = match overlay.idempotency(key, Sees::Written) {
                         Some(outcome) => Some(outcome.clone()),
-                        None => {
+                        None => match {
                             let (cluster, suffix) = idempotency_row_key(&key.scope, &key.key);
-                            match account_rows.get((cluster, suffix.as_slice()))? {
-                                Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
-                                None => None,
-                            }
-                        }
+                            account_rows.get((cluster, suffix.as_slice()))?
+                        } {
+                            Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
+                            None => None,
+                        },
                     };
                     loaded.idempotency.insert(key.clone(), outcome);
                 }
