@@ -7,7 +7,6 @@
 
 #![forbid(unsafe_code)]
 
-mod account_rows;
 mod error;
 mod export_file;
 mod faults;

@@ -12,17 +12,13 @@ use std::time::Duration;
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    TableHandle, WriteTransaction,
 };
 
 use coffer_core::{
-    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Transaction,
-    TransactionRecord, Verifier, VerifyReport,
+    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, StoredOutcome,
+    Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
-use crate::account_rows::{
-    ACCOUNT_ROWS, AccountRow, STATE_SUFFIX, history_suffix, history_value, idempotency_row_key,
-};
 use crate::faults::{FaultyFile, StorageFaults};
 use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Sees, Signal, changes_nothing, decode_record,
@@ -40,20 +36,20 @@ use crate::{
 /// The ledger file inside the data directory: the indexed tables, as of the last checkpoint.
 pub const DATABASE_FILE_NAME: &str = "coffer.redb";
 
+/// Account name → encoded `AccountState`.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Transaction id → encoded `Transaction`. Ids are dense and increasing, so appends are sequential.
 const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
+/// (player, version) → transaction id: history and Subscribe catch-up.
+const HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account_history");
+/// (scope, key) → encoded `StoredOutcome`.
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// Original transaction id → id of its reversal.
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
 /// The journal of earlier versions: a redb file with one table of records (the same encoding as
 /// a segment's records). Folded into the ledger file and removed at open.
 const LEGACY_JOURNAL_FILE_NAME: &str = "coffer-journal.redb";
 const LEGACY_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
-/// The tables of earlier versions that [`ACCOUNT_ROWS`] replaced, one per kind of row; moved
-/// into it at open.
-const LEGACY_ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
-const LEGACY_HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account_history");
-const LEGACY_IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("idempotency");
 /// Named values: `next_transaction_id`, `catalog`, `journal_applied_through`.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -310,51 +306,6 @@ fn read_legacy_journal(
     Ok(())
 }
 
-/// Moves the rows of a ledger file written by an earlier version (a table per kind of row) into
-/// [`ACCOUNT_ROWS`] and deletes the old tables, inside the transaction that opens the file: a
-/// crash part-way leaves the old tables as they were.
-fn move_legacy_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    if !txn
-        .list_tables()?
-        .any(|table| table.name() == LEGACY_ACCOUNTS.name())
-    {
-        return Ok(());
-    }
-    let mut rows_moved = 0u64;
-    {
-        let mut account_rows = txn.open_table(ACCOUNT_ROWS)?;
-        for entry in txn.open_table(LEGACY_ACCOUNTS)?.iter()? {
-            let (name, state) = entry?;
-            account_rows.insert((name.value(), STATE_SUFFIX), state.value())?;
-            rows_moved += 1;
-        }
-        for entry in txn.open_table(LEGACY_HISTORY)?.iter()? {
-            let (key, id) = entry?;
-            let (player, version) = key.value();
-            account_rows.insert(
-                (player, history_suffix(version).as_slice()),
-                history_value(id.value()).as_slice(),
-            )?;
-            rows_moved += 1;
-        }
-        for entry in txn.open_table(LEGACY_IDEMPOTENCY)?.iter()? {
-            let (key, outcome) = entry?;
-            let (scope, key) = key.value();
-            let (cluster, suffix) = idempotency_row_key(scope, key);
-            account_rows.insert((cluster, suffix.as_slice()), outcome.value())?;
-            rows_moved += 1;
-        }
-    }
-    txn.delete_table(LEGACY_ACCOUNTS)?;
-    txn.delete_table(LEGACY_HISTORY)?;
-    txn.delete_table(LEGACY_IDEMPOTENCY)?;
-    tracing::info!(
-        rows_moved,
-        "accounts, history and idempotency tables of an earlier version moved into one table"
-    );
-    Ok(())
-}
-
 fn read_meta_u64(txn: &ReadTransaction, name: &str) -> Result<Option<u64>, StoreError> {
     match txn.open_table(META)?.get(name)? {
         Some(bytes) => Ok(Some(decode(name, bytes.value())?)),
@@ -382,41 +333,46 @@ fn lower_own_priority() {
 /// A generation's rows, each table's in key order.
 struct GenerationRows<'a> {
     transactions: Vec<(u64, &'a Transaction)>,
+    history: Vec<(&'a str, u64, u64)>,
     reversals: Vec<(u64, u64)>,
-    /// `(cluster, suffix, value)` of [`ACCOUNT_ROWS`].
-    account_rows: Vec<(&'a str, Vec<u8>, Vec<u8>)>,
+    accounts: Vec<(&'a str, &'a AccountState)>,
+    idempotency: Vec<(&'a str, &'a str, &'a StoredOutcome)>,
 }
 
 impl<'a> GenerationRows<'a> {
     fn of(generation: &'a Generation) -> Self {
-        let mut account_rows: Vec<(&str, Vec<u8>, Vec<u8>)> = Vec::with_capacity(
-            generation.accounts.len() + generation.history.len() + generation.idempotency.len(),
-        );
-        for (id, state) in &generation.accounts {
-            account_rows.push((id.as_str(), STATE_SUFFIX.to_vec(), encode(state)));
-        }
-        for (player, versions) in &generation.history {
-            for (version, id) in versions {
-                account_rows.push((
-                    player.as_str(),
-                    history_suffix(*version).to_vec(),
-                    history_value(*id).to_vec(),
-                ));
-            }
-        }
-        for (key, outcome) in &generation.idempotency {
-            let (cluster, suffix) = idempotency_row_key(&key.scope, &key.key);
-            account_rows.push((cluster, suffix, encode(outcome)));
-        }
-        account_rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut history: Vec<(&str, u64, u64)> = generation
+            .history
+            .iter()
+            .flat_map(|(player, versions)| {
+                versions
+                    .iter()
+                    .map(move |(version, id)| (player.as_str(), *version, *id))
+            })
+            .collect();
+        history.sort_unstable();
+        let mut accounts: Vec<(&str, &AccountState)> = generation
+            .accounts
+            .iter()
+            .map(|(id, state)| (id.as_str(), state))
+            .collect();
+        accounts.sort_unstable_by_key(|(id, _)| *id);
+        let mut idempotency: Vec<(&str, &str, &StoredOutcome)> = generation
+            .idempotency
+            .iter()
+            .map(|(key, outcome)| (key.scope.as_str(), key.key.as_str(), outcome))
+            .collect();
+        idempotency.sort_unstable_by_key(|(scope, key, _)| (*scope, *key));
         GenerationRows {
             transactions: generation
                 .transactions
                 .iter()
                 .map(|(id, t)| (*id, t))
                 .collect(),
+            history,
             reversals: generation.reversals.iter().map(|(o, r)| (*o, *r)).collect(),
-            account_rows,
+            accounts,
+            idempotency,
         }
     }
 }
@@ -433,7 +389,7 @@ fn write_generation(
     two_phase_commit: bool,
 ) -> Result<(), StoreError> {
     let rows = GenerationRows::of(generation);
-    let mut done = [0usize; 3];
+    let mut done = [0usize; 5];
     loop {
         let mut budget = CHECKPOINT_ROWS_PER_COMMIT;
         let mut take = |table: usize, len: usize| -> std::ops::Range<usize> {
@@ -451,20 +407,30 @@ fn write_generation(
             for (id, transaction) in &rows.transactions[take(0, rows.transactions.len())] {
                 transactions.insert(*id, encode(*transaction).as_slice())?;
             }
+            let mut history = txn.open_table(HISTORY)?;
+            for (player, version, id) in &rows.history[take(1, rows.history.len())] {
+                history.insert((*player, *version), *id)?;
+            }
             let mut reversals = txn.open_table(REVERSALS)?;
-            for (original, reversal) in &rows.reversals[take(1, rows.reversals.len())] {
+            for (original, reversal) in &rows.reversals[take(2, rows.reversals.len())] {
                 reversals.insert(*original, *reversal)?;
             }
-            let mut account_rows = txn.open_table(ACCOUNT_ROWS)?;
-            for (cluster, suffix, value) in &rows.account_rows[take(2, rows.account_rows.len())] {
-                account_rows.insert((*cluster, suffix.as_slice()), value.as_slice())?;
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            for (id, state) in &rows.accounts[take(3, rows.accounts.len())] {
+                accounts.insert(*id, encode(*state).as_slice())?;
+            }
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            for (scope, key, outcome) in &rows.idempotency[take(4, rows.idempotency.len())] {
+                idempotency.insert((*scope, *key), encode(*outcome).as_slice())?;
             }
         }
         let finished = done
             == [
                 rows.transactions.len(),
+                rows.history.len(),
                 rows.reversals.len(),
-                rows.account_rows.len(),
+                rows.accounts.len(),
+                rows.idempotency.len(),
             ];
         if finished {
             let mut meta = txn.open_table(META)?;
@@ -493,11 +459,12 @@ impl Shared {
         {
             let mut txn = ledger.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
-            txn.open_table(ACCOUNT_ROWS)?;
+            txn.open_table(ACCOUNTS)?;
             txn.open_table(TRANSACTIONS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(IDEMPOTENCY)?;
             txn.open_table(REVERSALS)?;
             txn.open_table(META)?;
-            move_legacy_tables(&txn)?;
             txn.commit()?;
         }
         let applied_through =
@@ -664,7 +631,8 @@ impl Shared {
             // and the read of the ledger file (its snapshot is taken under it too).
             let overlay = self.read_overlay();
             let txn = databases.ledger.begin_read()?;
-            let account_rows = txn.open_table(ACCOUNT_ROWS)?;
+            let accounts = txn.open_table(ACCOUNTS)?;
+            let idempotency = txn.open_table(IDEMPOTENCY)?;
             let transactions = txn.open_table(TRANSACTIONS)?;
             let reversals = txn.open_table(REVERSALS)?;
             let next_transaction_id = match overlay.next_transaction_id(Sees::Written) {
@@ -679,7 +647,7 @@ impl Shared {
                 for id in &missing.accounts {
                     let state = match overlay.account(id, Sees::Written) {
                         Some(state) => Some(state.clone()),
-                        None => match account_rows.get((id.as_str(), STATE_SUFFIX))? {
+                        None => match accounts.get(id.as_str())? {
                             Some(bytes) => Some(decode("account", bytes.value())?),
                             None => None,
                         },
@@ -689,10 +657,7 @@ impl Shared {
                 for key in &missing.idempotency_keys {
                     let outcome = match overlay.idempotency(key, Sees::Written) {
                         Some(outcome) => Some(outcome.clone()),
-                        None => match {
-                            let (cluster, suffix) = idempotency_row_key(&key.scope, &key.key);
-                            account_rows.get((cluster, suffix.as_slice()))?
-                        } {
+                        None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
                             Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
                             None => None,
                         },
@@ -963,10 +928,9 @@ impl Shared {
             .history(player, from..=to_inclusive, newest, limit);
         let databases = self.databases()?;
         let txn = databases.ledger.begin_read()?;
-        let account_rows = txn.open_table(ACCOUNT_ROWS)?;
+        let history = txn.open_table(HISTORY)?;
         let name = player.as_str();
-        let (first, last) = (history_suffix(from), history_suffix(to_inclusive));
-        let range = account_rows.range((name, first.as_slice())..=(name, last.as_slice()))?;
+        let range = history.range((name, from)..=(name, to_inclusive))?;
         let entries: Box<dyn Iterator<Item = _>> = if newest {
             Box::new(range.rev())
         } else {
@@ -974,16 +938,8 @@ impl Shared {
         };
         let mut stored: Vec<(u64, u64)> = Vec::with_capacity(limit.min(1024));
         for entry in entries.take(limit) {
-            let (key, value) = entry?;
-            let (cluster, suffix) = key.value();
-            match AccountRow::parse(cluster, suffix, value.value())? {
-                AccountRow::History {
-                    version,
-                    transaction_id,
-                    ..
-                } => stored.push((version, transaction_id)),
-                _ => unreachable!("the range holds history rows only"),
-            }
+            let (key, id) = entry?;
+            stored.push((key.value().1, id.value()));
         }
         // Only the transactions that make the cut are read.
         let mut versions: std::collections::BTreeMap<u64, Option<u64>> =
@@ -1074,8 +1030,8 @@ impl Store for RedbStore {
             return Ok(Some(state.clone()));
         }
         let txn = self.shared.databases()?.ledger.begin_read()?;
-        let account_rows = txn.open_table(ACCOUNT_ROWS)?;
-        match account_rows.get((id.as_str(), STATE_SUFFIX))? {
+        let accounts = txn.open_table(ACCOUNTS)?;
+        match accounts.get(id.as_str())? {
             Some(bytes) => Ok(Some(decode("account", bytes.value())?)),
             None => Ok(None),
         }
@@ -1164,22 +1120,17 @@ impl Store for RedbStore {
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
         let (_databases, txn) = self.shared.checkpoint_everything()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
-        let account_rows = txn.open_table(ACCOUNT_ROWS)?;
+        let accounts = txn.open_table(ACCOUNTS)?;
         let meta = txn.open_table(META)?;
         let mut verifier = Verifier::new(catalog);
         for entry in transactions.iter()? {
             let (_, bytes) = entry?;
             verifier.transaction(&decode::<Transaction>("transaction", bytes.value())?);
         }
-        for entry in account_rows.iter()? {
-            let (key, value) = entry?;
-            let (cluster, suffix) = key.value();
-            if let AccountRow::State { account, encoded } =
-                AccountRow::parse(cluster, suffix, value.value())?
-            {
-                let state: AccountState = decode("account", encoded)?;
-                verifier.account(&AccountId::from_stored(account), &state);
-            }
+        for entry in accounts.iter()? {
+            let (name, bytes) = entry?;
+            let state: AccountState = decode("account", bytes.value())?;
+            verifier.account(&AccountId::from_stored(name.value()), &state);
         }
         let mut report = verifier.finish();
         let next_id: u64 = match meta.get(NEXT_TRANSACTION_ID)? {
@@ -1219,27 +1170,21 @@ impl Store for RedbStore {
                 reversed_by,
             })?;
         }
-        // Accounts and idempotency outcomes come interleaved, in the table's order: one pass.
-        for entry in txn.open_table(ACCOUNT_ROWS)?.iter()? {
-            let (key, value) = entry?;
-            let (cluster, suffix) = key.value();
-            match AccountRow::parse(cluster, suffix, value.value())? {
-                AccountRow::State { account, encoded } => sink(LedgerRecord::Account {
-                    account_id: account.to_owned(),
-                    state: decode("account", encoded)?,
-                })?,
-                AccountRow::Idempotency {
-                    scope,
-                    key,
-                    encoded,
-                } => sink(LedgerRecord::Idempotency {
-                    scope: scope.into_owned(),
-                    key: key.to_owned(),
-                    outcome: decode("idempotency outcome", encoded)?,
-                })?,
-                // Rebuilt from the transactions on import.
-                AccountRow::History { .. } => {}
-            }
+        for entry in txn.open_table(ACCOUNTS)?.iter()? {
+            let (name, bytes) = entry?;
+            sink(LedgerRecord::Account {
+                account_id: name.value().to_owned(),
+                state: decode("account", bytes.value())?,
+            })?;
+        }
+        for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+            let (key, bytes) = entry?;
+            let (scope, key) = key.value();
+            sink(LedgerRecord::Idempotency {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                outcome: decode("idempotency outcome", bytes.value())?,
+            })?;
         }
         Ok(())
     }
@@ -1253,7 +1198,7 @@ impl Store for RedbStore {
             // Journal records are folded in at open, and later ones are in the overlay.
             let txn = databases.ledger.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
-                || txn.open_table(ACCOUNT_ROWS)?.iter()?.next().is_some()
+                || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
                 || self
                     .shared
                     .read_overlay()
@@ -1271,8 +1216,10 @@ impl Store for RedbStore {
             {
                 let mut meta = txn.open_table(META)?;
                 let mut transactions = txn.open_table(TRANSACTIONS)?;
+                let mut history = txn.open_table(HISTORY)?;
                 let mut reversals = txn.open_table(REVERSALS)?;
-                let mut account_rows = txn.open_table(ACCOUNT_ROWS)?;
+                let mut accounts = txn.open_table(ACCOUNTS)?;
+                let mut idempotency = txn.open_table(IDEMPOTENCY)?;
                 for record in records.by_ref().take(IMPORT_CHUNK_LEN) {
                     match record? {
                         LedgerRecord::Catalog {
@@ -1291,29 +1238,22 @@ impl Store for RedbStore {
                             check_import_order(&mut next_id, &transaction)?;
                             transactions.insert(transaction.id, encode(&transaction).as_slice())?;
                             for (account, version) in &transaction.account_versions {
-                                account_rows.insert(
-                                    (account.as_str(), history_suffix(*version).as_slice()),
-                                    history_value(transaction.id).as_slice(),
-                                )?;
+                                history.insert((account.as_str(), *version), transaction.id)?;
                             }
                             if let Some(reversal) = reversed_by {
                                 reversals.insert(transaction.id, reversal)?;
                             }
                         }
                         LedgerRecord::Account { account_id, state } => {
-                            account_rows.insert(
-                                (account_id.as_str(), STATE_SUFFIX),
-                                encode(&state).as_slice(),
-                            )?;
+                            accounts.insert(account_id.as_str(), encode(&state).as_slice())?;
                         }
                         LedgerRecord::Idempotency {
                             scope,
                             key,
                             outcome,
                         } => {
-                            let (cluster, suffix) = idempotency_row_key(&scope, &key);
-                            account_rows.insert(
-                                (cluster, suffix.as_slice()),
+                            idempotency.insert(
+                                (scope.as_str(), key.as_str()),
                                 encode(&outcome).as_slice(),
                             )?;
                         }
@@ -1376,153 +1316,5 @@ mod tests {
         assert_eq!(ann.balance("coins"), 7);
         assert!(!dir.path().join(LEGACY_JOURNAL_FILE_NAME).exists());
         assert!(store.verify(&catalog).unwrap().is_clean());
-    }
-
-    fn exported(store: &RedbStore) -> Vec<LedgerRecord> {
-        let mut records = Vec::new();
-        store
-            .export(&mut |record| {
-                records.push(record);
-                Ok(())
-            })
-            .unwrap();
-        records
-    }
-
-    #[test]
-    fn a_ledger_file_with_a_table_per_kind_of_row_is_moved_into_one_table_at_open() {
-        let catalog = Catalog::from_toml(
-            "version = 1\n[currencies.coins]\ndecimals = 0\ninitial_balance_minor_units = 0\n",
-        )
-        .unwrap();
-        let grant = |key: IdempotencyKey, player: &str, coins: i64| Command {
-            idempotency_key: key,
-            operation: Operation::Grant {
-                player_id: player.to_owned(),
-                contents: coffer_core::Contents {
-                    currencies: [("coins".to_owned(), coins)].into(),
-                    items: Default::default(),
-                },
-            },
-            caller: "test".to_owned(),
-            reason: String::new(),
-        };
-        let commands = [
-            grant(IdempotencyKey::player("ann", "g1"), "ann", 7),
-            grant(IdempotencyKey::admin("a1"), "bob", 3),
-            grant(IdempotencyKey::player("ann", "g2"), "ann", 5),
-        ];
-        let current = tempfile::tempdir().unwrap();
-        let expected = {
-            let store = RedbStore::open(current.path()).unwrap();
-            for command in &commands {
-                store
-                    .commit_batch(std::slice::from_ref(command), &catalog, 1)
-                    .unwrap();
-            }
-            exported(&store)
-        };
-
-        // The same ledger as an earlier version laid it out.
-        let earlier = tempfile::tempdir().unwrap();
-        {
-            let db = Database::create(earlier.path().join(DATABASE_FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut meta = txn.open_table(META).unwrap();
-                let mut transactions = txn.open_table(TRANSACTIONS).unwrap();
-                let mut accounts = txn.open_table(LEGACY_ACCOUNTS).unwrap();
-                let mut history = txn.open_table(LEGACY_HISTORY).unwrap();
-                let mut idempotency = txn.open_table(LEGACY_IDEMPOTENCY).unwrap();
-                txn.open_table(REVERSALS).unwrap();
-                for record in &expected {
-                    match record {
-                        LedgerRecord::Transaction { transaction, .. } => {
-                            transactions
-                                .insert(transaction.id, encode(transaction).as_slice())
-                                .unwrap();
-                            for (account, version) in &transaction.account_versions {
-                                history
-                                    .insert((account.as_str(), *version), transaction.id)
-                                    .unwrap();
-                            }
-                            meta.insert(
-                                NEXT_TRANSACTION_ID,
-                                encode(&(transaction.id + 1)).as_slice(),
-                            )
-                            .unwrap();
-                        }
-                        LedgerRecord::Account { account_id, state } => {
-                            accounts
-                                .insert(account_id.as_str(), encode(state).as_slice())
-                                .unwrap();
-                        }
-                        LedgerRecord::Idempotency {
-                            scope,
-                            key,
-                            outcome,
-                        } => {
-                            idempotency
-                                .insert((scope.as_str(), key.as_str()), encode(outcome).as_slice())
-                                .unwrap();
-                        }
-                        LedgerRecord::Catalog { .. } => unreachable!("no catalog was saved"),
-                    }
-                }
-            }
-            txn.commit().unwrap();
-        }
-
-        let store = RedbStore::open(earlier.path()).unwrap();
-        assert_eq!(exported(&store), expected);
-        let ann = AccountId::player("ann");
-        assert_eq!(store.account(&ann).unwrap().unwrap().balance("coins"), 12);
-        let history = store.history_before(&ann, u64::MAX, 10).unwrap();
-        let mut anns: Vec<u64> = expected
-            .iter()
-            .filter_map(|record| match record {
-                LedgerRecord::Transaction { transaction, .. }
-                    if transaction.account_versions.contains_key(&ann) =>
-                {
-                    Some(transaction.id)
-                }
-                _ => None,
-            })
-            .collect();
-        anns.reverse();
-        assert!(anns.len() >= 2, "two grants to ann: {anns:?}");
-        assert_eq!(
-            history.iter().map(|t| t.id).collect::<Vec<_>>(),
-            anns,
-            "ann's history, newest first"
-        );
-        // Keys of both kinds of scope still answer: sending the commands again changes nothing.
-        for command in &commands {
-            store
-                .commit_batch(std::slice::from_ref(command), &catalog, 2)
-                .unwrap();
-        }
-        assert_eq!(exported(&store), expected);
-        assert!(store.verify(&catalog).unwrap().is_clean());
-        drop(store);
-
-        let db = Database::open(earlier.path().join(DATABASE_FILE_NAME)).unwrap();
-        let tables: Vec<String> = db
-            .begin_read()
-            .unwrap()
-            .list_tables()
-            .unwrap()
-            .map(|table| table.name().to_owned())
-            .collect();
-        for legacy in [
-            LEGACY_ACCOUNTS.name(),
-            LEGACY_HISTORY.name(),
-            LEGACY_IDEMPOTENCY.name(),
-        ] {
-            assert!(
-                !tables.iter().any(|t| t == legacy),
-                "{legacy} is still in {tables:?}"
-            );
-        }
     }
 }
