@@ -3,6 +3,7 @@
 use coffer_client::{Rejection, balance, holding, pb};
 use coffer_integration_tests::{assert_ledger_clean, currencies, items, rejection};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn transfer(from: &str, to: &str, contents: pb::Contents) -> pb::Operation {
     pb::Operation {
@@ -111,6 +112,23 @@ coffer_integration_tests::backend_tests! {
         assert_eq!(
             rejection(missing),
             (Code::NotFound, Rejection::TransactionNotFound)
+        );
+        // Looking the same id up names the same reason, for clients that match on it.
+        let looked_up = client
+            .admin_raw()
+            .get_transaction(pb::GetTransactionRequest {
+                transaction_id: 9_999,
+            })
+            .await
+            .expect_err("no transaction 9999");
+        assert_eq!(looked_up.code(), Code::NotFound);
+        assert_eq!(
+            looked_up
+                .get_error_details()
+                .error_info()
+                .map(|info| (info.reason.as_str(), info.domain.as_str())),
+            Some(("TRANSACTION_NOT_FOUND", "coffer.v1")),
+            "{looked_up:?}"
         );
         client
             .purchase("alice", "starter_pack", &[("gems", 5)], "starter-again")

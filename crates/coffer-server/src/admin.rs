@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use coffer_core::{Catalog, Command, IdempotencyKey, Operation, StoreRefundKind, Transaction};
+use coffer_core::{
+    Catalog, Command, IdempotencyKey, Operation, RejectionCode, StoreRefundKind, Transaction,
+};
 use coffer_proto::v1 as pb;
 use coffer_receipts::{
     Platform, ReceiptError, RefundKind, SandboxPurchase, SandboxRefund, VerifiedNotification,
@@ -98,7 +100,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
             .app
             .blocking(move |store| store.transaction(id))
             .await?;
-        let record = record.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
+        let record = record.ok_or_else(|| ApiError::NotFound {
+            reason: RejectionCode::TransactionNotFound,
+            message: format!("no transaction {id}"),
+        })?;
         Ok(Response::new(pb::GetTransactionResponse {
             transaction: Some(convert::transaction(&record.transaction)),
             reversed_by_transaction_id: record.reversed_by.unwrap_or(0),

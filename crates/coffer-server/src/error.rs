@@ -66,9 +66,12 @@ pub enum ApiError {
     /// A store receipt or notification did not verify; nothing was attempted.
     #[error("{0}")]
     Receipt(coffer_receipts::ReceiptError),
-    /// A looked-up entity does not exist.
-    #[error("{0}")]
-    NotFound(String),
+    /// A looked-up entity does not exist; `reason` is the `ErrorInfo.reason` clients match on.
+    #[error("{message}")]
+    NotFound {
+        reason: RejectionCode,
+        message: String,
+    },
     /// The request is well-formed but the system's state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -203,7 +206,12 @@ fn status_of(error: ApiError) -> Status {
             let message = bounded(format!("{}: {error}", error.code()), MESSAGE_BYTES_MAX);
             Status::with_error_details(receipt_code(&error), message, details)
         }
-        ApiError::NotFound(message) => Status::not_found(message),
+        ApiError::NotFound { reason, message } => {
+            let details =
+                ErrorDetails::with_error_info(reason.name(), ERROR_DOMAIN, HashMap::new());
+            let message = bounded(format!("{}: {message}", reason.name()), MESSAGE_BYTES_MAX);
+            Status::with_error_details(Code::NotFound, message, details)
+        }
         ApiError::Unauthenticated(message) => Status::unauthenticated(message),
         ApiError::PermissionDenied(message) => Status::permission_denied(message),
         ApiError::RateLimited { retry_after } => {
