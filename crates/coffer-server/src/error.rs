@@ -201,16 +201,9 @@ fn status_of(error: ApiError) -> Status {
             );
             Status::with_error_details(rejection_code(rejection.code), message, details)
         }
-        ApiError::Receipt(error) => {
-            let details = ErrorDetails::with_error_info(error.code(), ERROR_DOMAIN, HashMap::new());
-            let message = bounded(format!("{}: {error}", error.code()), MESSAGE_BYTES_MAX);
-            Status::with_error_details(receipt_code(&error), message, details)
-        }
+        ApiError::Receipt(error) => with_reason(receipt_code(&error), error.code(), &error),
         ApiError::NotFound { reason, message } => {
-            let details =
-                ErrorDetails::with_error_info(reason.name(), ERROR_DOMAIN, HashMap::new());
-            let message = bounded(format!("{}: {message}", reason.name()), MESSAGE_BYTES_MAX);
-            Status::with_error_details(Code::NotFound, message, details)
+            with_reason(Code::NotFound, reason.name(), &message)
         }
         ApiError::Unauthenticated(message) => Status::unauthenticated(message),
         ApiError::PermissionDenied(message) => Status::permission_denied(message),
@@ -238,6 +231,13 @@ fn status_of(error: ApiError) -> Status {
             Status::internal("internal error; the server log has the details")
         }
     }
+}
+
+/// A status whose `ErrorInfo.reason` is `reason` and whose message starts with it.
+fn with_reason(code: Code, reason: &str, message: &dyn std::fmt::Display) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    let message = bounded(format!("{reason}: {message}"), MESSAGE_BYTES_MAX);
+    Status::with_error_details(code, message, details)
 }
 
 impl From<coffer_store::StoreError> for ApiError {
