@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-const PLAYERS: u64 = 200;
+/// Enough players that few reach the potion's stack limit of 99 in three seconds of buying.
+const PLAYERS: u64 = 1_000;
 /// The setup's transactions: each player's opening, and one `Execute` granting coins to up to
 /// 200 players at a time.
 const SETUP_TRANSACTIONS: u64 = PLAYERS + PLAYERS.div_ceil(200);
@@ -42,10 +43,14 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
         let phase = &round[0];
         assert_eq!(phase["name"], "coffer purchase (durable)");
         assert_eq!(phase["unexpected_errors"], 0, "{phase}");
-        assert_eq!(phase["expected_rejections"], 0, "{phase}");
+        // Refusals (a full stack) are counted as requests but commit no transaction.
         let requests = phase["requests"].as_u64().expect("requests");
-        assert!(requests > 0, "a round bought nothing: {phase}");
-        purchases += requests;
+        let refused = phase["expected_rejections"].as_u64().expect("rejections");
+        assert!(
+            refused < requests / 2,
+            "most purchases must go through: {phase}"
+        );
+        purchases += requests - refused;
     }
     assert_eq!(report["verifier"]["clean"], true);
     assert_eq!(
