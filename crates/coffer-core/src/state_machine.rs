@@ -6,6 +6,7 @@
 //! Nothing here reads a clock, a file or a socket: the same input gives the same output.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::account::AccountState;
 use crate::catalog::{Amounts, Catalog, Contents, ItemKind};
@@ -22,7 +23,7 @@ use crate::rejection::{Rejection, RejectionCode};
 /// A stored transaction and, once it has been reversed, the id of its reversal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionRecord {
-    pub transaction: Transaction,
+    pub transaction: Arc<Transaction>,
     pub reversed_by: Option<u64>,
 }
 
@@ -57,7 +58,7 @@ pub struct BatchChanges {
     /// Final state of every account the batch changed.
     pub accounts: BTreeMap<AccountId, AccountState>,
     /// New transactions, in ascending id order.
-    pub transactions: Vec<Transaction>,
+    pub transactions: Vec<Arc<Transaction>>,
     /// (original transaction id, reversal transaction id).
     pub reversals: Vec<(u64, u64)>,
     /// New idempotency outcomes.
@@ -66,7 +67,7 @@ pub struct BatchChanges {
 }
 
 /// The result of one command: its transaction (the original one, for a retry), or a rejection.
-pub type Outcome = Result<Transaction, Rejection>;
+pub type Outcome = Result<Arc<Transaction>, Rejection>;
 
 /// The outcomes of a batch, in command order, and the changes to commit.
 #[derive(Debug, Clone)]
@@ -200,16 +201,19 @@ pub fn apply_batch(
         .map(|command| working.apply(command))
         .collect();
     let Working {
-        accounts,
+        mut accounts,
         mut changes,
         changed,
         ..
     } = working;
     for id in changed {
-        let state = accounts[&id].clone().expect("a changed account exists");
+        let state = accounts
+            .remove(&id)
+            .flatten()
+            .expect("a changed account exists");
         changes.accounts.insert(id, state);
     }
-    debug_assert!(changes.transactions.iter().all(Transaction::is_balanced));
+    debug_assert!(changes.transactions.iter().all(|t| t.is_balanced()));
     BatchResult { outcomes, changes }
 }
 
@@ -285,7 +289,7 @@ impl Working<'_> {
         for (player, postings) in opened.iter().zip(opening_postings) {
             let id = self.next_id();
             versions.insert(player.clone(), 1);
-            self.push_transaction(Transaction {
+            self.push_transaction(Arc::new(Transaction {
                 id,
                 kind: TransactionKind::Opening,
                 created_at_unix_ms: self.now_unix_ms,
@@ -293,7 +297,7 @@ impl Working<'_> {
                 item_movements: Vec::new(),
                 account_versions: BTreeMap::from([(player.clone(), 1)]),
                 metadata: BTreeMap::from([("caller".to_owned(), "coffer".to_owned())]),
-            });
+            }));
         }
         let id = self.next_id();
         let mut account_versions = BTreeMap::new();
@@ -316,7 +320,7 @@ impl Working<'_> {
             metadata.insert("reason".to_owned(), command.reason.clone());
         }
         metadata.extend(operation_metadata);
-        let transaction = Transaction {
+        let transaction = Arc::new(Transaction {
             id,
             kind,
             created_at_unix_ms: self.now_unix_ms,
@@ -324,7 +328,7 @@ impl Working<'_> {
             item_movements,
             account_versions,
             metadata,
-        };
+        });
         assert!(
             transaction.is_balanced(),
             "unbalanced transaction {transaction:?}"
@@ -337,7 +341,7 @@ impl Working<'_> {
             record.expect("reversed transaction was loaded").reversed_by = Some(id);
             self.changes.reversals.push((original, id));
         }
-        self.push_transaction(transaction.clone());
+        self.push_transaction(Arc::clone(&transaction));
         self.record(command, fingerprint, Ok(id));
         Ok(transaction)
     }
@@ -396,11 +400,11 @@ impl Working<'_> {
         id
     }
 
-    fn push_transaction(&mut self, transaction: Transaction) {
+    fn push_transaction(&mut self, transaction: Arc<Transaction>) {
         self.transactions.insert(
             transaction.id,
             Some(TransactionRecord {
-                transaction: transaction.clone(),
+                transaction: Arc::clone(&transaction),
                 reversed_by: None,
             }),
         );

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use coffer_core::{
-    Catalog, Command, IdempotencyKey, Operation, RejectionCode, StoreRefundKind, Transaction,
-};
+use coffer_core::{Catalog, Command, IdempotencyKey, Operation, RejectionCode, StoreRefundKind};
 use coffer_proto::v1 as pb;
 use coffer_receipts::{
     Platform, ReceiptError, RefundKind, SandboxPurchase, SandboxRefund, VerifiedNotification,
@@ -44,7 +42,7 @@ impl AdminApi {
             caller: caller.label(),
             reason: checked.reason,
         };
-        let transaction: Transaction = self.app.execute(command).await?;
+        let transaction = self.app.execute(command).await?;
         Ok(convert::transaction(&transaction))
     }
 }

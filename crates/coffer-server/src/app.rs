@@ -37,7 +37,7 @@ impl App {
     }
 
     /// Sends a command through the writer; returns its transaction once durable.
-    pub async fn execute(&self, command: Command) -> Result<Transaction, ApiError> {
+    pub async fn execute(&self, command: Command) -> Result<Arc<Transaction>, ApiError> {
         match self.writer.submit(command).await {
             Ok(Ok(transaction)) => Ok(transaction),
             Ok(Err(rejection)) => Err(ApiError::Rejected(rejection)),

@@ -41,7 +41,7 @@ impl WalletApi {
         &self,
         request: &Request<T>,
         check: fn(&T) -> Result<PlayerRequest, ApiError>,
-    ) -> Result<Transaction, ApiError> {
+    ) -> Result<Arc<Transaction>, ApiError> {
         let checked = check(request.get_ref())?;
         let caller = caller_for_player(request, &checked.player_id)?;
         let command = Command {

@@ -275,7 +275,7 @@ impl Completer {
                     "batch committed"
                 );
                 for transaction in result.changes.transactions {
-                    self.events.publish(&Arc::new(transaction));
+                    self.events.publish(&transaction);
                 }
                 for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
                     let _ = reply.send(Ok(outcome));

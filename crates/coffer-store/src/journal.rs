@@ -34,11 +34,21 @@ pub const FROZEN_GENERATIONS_MAX: usize = 2;
 /// have the same postcard layout).
 #[derive(Serialize)]
 struct JournalRecordRef<'a> {
-    transactions: &'a [Transaction],
+    transactions: SharedTransactions<'a>,
     accounts: &'a BTreeMap<AccountId, AccountState>,
     reversals: &'a [(u64, u64)],
     idempotency: &'a [(IdempotencyKey, StoredOutcome)],
     next_transaction_id: u64,
+}
+
+/// Shared transactions written as the transactions themselves: the same layout as a record
+/// of owned ones, which is how records are read back.
+struct SharedTransactions<'a>(&'a [Arc<Transaction>]);
+
+impl Serialize for SharedTransactions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|transaction| &**transaction))
+    }
 }
 
 #[derive(Deserialize)]
@@ -54,7 +64,7 @@ struct JournalRecord {
 pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) {
     encode_into(
         &JournalRecordRef {
-            transactions: &changes.transactions,
+            transactions: SharedTransactions(&changes.transactions),
             accounts: &changes.accounts,
             reversals: &changes.reversals,
             idempotency: &changes.idempotency,
@@ -69,7 +79,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<BatchChanges, StoreError> {
     let record: JournalRecord = decode("journal record", bytes)?;
     Ok(BatchChanges {
         accounts: record.accounts,
-        transactions: record.transactions,
+        transactions: record.transactions.into_iter().map(Arc::new).collect(),
         reversals: record.reversals,
         idempotency: record.idempotency,
         next_transaction_id: record.next_transaction_id,
@@ -85,18 +95,30 @@ pub(crate) fn changes_nothing(changes: &BatchChanges) -> bool {
         && changes.idempotency.is_empty()
 }
 
+/// A value and the journal record that wrote it. The writer builds on it at once; a reader
+/// returns it only once that record is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written<T> {
+    pub seq: u64,
+    pub value: T,
+}
+
 /// The changes of consecutive journal records, newest value per key, as the ledger file's
-/// tables will hold them after a checkpoint.
+/// tables will hold them after a checkpoint. The writer adds each batch as soon as its record
+/// is written, before it is durable: entries carry their record's sequence number so readers
+/// can wait for it (see [`Overlay`]).
 #[derive(Debug, Default)]
 pub(crate) struct Generation {
     /// Sequence number of the newest journal record absorbed; 0 while empty.
     pub last_seq: u64,
     pub next_transaction_id: u64,
-    pub transactions: BTreeMap<u64, Transaction>,
-    pub reversals: BTreeMap<u64, u64>,
-    pub accounts: HashMap<AccountId, AccountState>,
-    /// Player → version → transaction id.
+    pub transactions: BTreeMap<u64, Written<Arc<Transaction>>>,
+    /// Original transaction id → id of its reversal.
+    pub reversals: BTreeMap<u64, Written<u64>>,
+    pub accounts: HashMap<AccountId, Written<AccountState>>,
+    /// Player → version → transaction id (read through `transactions`, which says when).
     pub history: HashMap<AccountId, BTreeMap<u64, u64>>,
+    /// Read by the writer only.
     pub idempotency: HashMap<IdempotencyKey, StoredOutcome>,
     weight: usize,
     started: Option<Instant>,
@@ -120,39 +142,23 @@ impl Generation {
                     .or_default()
                     .insert(*version, transaction.id);
             }
+            let value = Arc::clone(transaction);
             self.transactions
-                .insert(transaction.id, transaction.clone());
+                .insert(transaction.id, Written { seq, value });
         }
-        self.reversals.extend(changes.reversals.iter().copied());
+        for (original, reversal) in &changes.reversals {
+            let value = *reversal;
+            self.reversals.insert(*original, Written { seq, value });
+        }
         for (id, state) in &changes.accounts {
-            self.accounts.insert(id.clone(), state.clone());
+            let value = state.clone();
+            self.accounts.insert(id.clone(), Written { seq, value });
         }
         for (key, outcome) in &changes.idempotency {
             self.idempotency.insert(key.clone(), outcome.clone());
         }
         self.weight +=
             changes.transactions.len() + changes.idempotency.len() + changes.accounts.len();
-    }
-
-    /// Takes in `newer`, the generation of the batches that follow this one's.
-    pub fn merge(&mut self, newer: Generation) {
-        assert!(
-            newer.last_seq > self.last_seq,
-            "generations are merged in journal order"
-        );
-        self.last_seq = newer.last_seq;
-        self.next_transaction_id = newer.next_transaction_id;
-        if self.started.is_none() {
-            self.started = newer.started;
-        }
-        self.transactions.extend(newer.transactions);
-        self.reversals.extend(newer.reversals);
-        self.accounts.extend(newer.accounts);
-        self.idempotency.extend(newer.idempotency);
-        for (player, versions) in newer.history {
-            self.history.entry(player).or_default().extend(versions);
-        }
-        self.weight += newer.weight;
     }
 
     pub fn is_full(&self) -> bool {
@@ -165,53 +171,25 @@ impl Generation {
     }
 }
 
-/// Which changes a lookup sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sees {
-    /// Durable changes only: what every reader sees.
-    Durable,
-    /// Also batches written to the journal whose `fdatasync` has not returned yet: what the
-    /// writer sees, since its next batch builds on them.
-    Written,
-}
-
-/// Everything journaled but not yet checkpointed: batches written but not yet durable (one
-/// generation each, oldest first), the active generation (durable batches join it in order) and
-/// frozen ones (oldest first) that the checkpointer is folding into the ledger file. A
-/// generation leaves only after its checkpoint committed, so every durable change is always in
-/// the overlay or in the ledger file, and the overlay's value is the newer one.
+/// Everything journaled but not yet checkpointed: the active generation, which the writer adds
+/// every written batch to, and frozen ones (oldest first) that the checkpointer is folding into
+/// the ledger file. A generation leaves only after its checkpoint committed, so every durable
+/// change is always in the overlay or in the ledger file, and the overlay's value is the newer
+/// one.
+///
+/// The writer sees every batch it wrote, durable or not: its next batch builds on them. A
+/// reader gets, with what it found, the newest journal record that found it came from, and
+/// returns only once that record is durable; so no reader ever returns a batch before its commit
+/// is on disk, and a durable batch never waits for a merge to become visible.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
-    pub pending: VecDeque<Generation>,
     pub active: Generation,
     pub frozen: VecDeque<Arc<Generation>>,
 }
 
 impl Overlay {
-    fn newest_first(&self, sees: Sees) -> impl Iterator<Item = &Generation> {
-        let pending = match sees {
-            Sees::Durable => 0,
-            Sees::Written => self.pending.len(),
-        };
-        self.pending
-            .iter()
-            .rev()
-            .take(pending)
-            .chain(std::iter::once(&self.active))
-            .chain(self.frozen.iter().rev().map(|g| &**g))
-    }
-
-    /// Moves the pending batches up to journal record `through` (now durable) into the active
-    /// generation, where readers see them.
-    pub fn make_durable(&mut self, through: u64) {
-        while self
-            .pending
-            .front()
-            .is_some_and(|pending| pending.last_seq <= through)
-        {
-            let durable = self.pending.pop_front().expect("checked above");
-            self.active.merge(durable);
-        }
+    fn newest_first(&self) -> impl Iterator<Item = &Generation> {
+        std::iter::once(&self.active).chain(self.frozen.iter().rev().map(|g| &**g))
     }
 
     /// Moves the active generation to the frozen ones; returns the sequence number it covers.
@@ -226,41 +204,41 @@ impl Overlay {
     }
 
     /// The next transaction id, when any journal record is not checkpointed yet.
-    pub fn next_transaction_id(&self, sees: Sees) -> Option<u64> {
-        self.newest_first(sees)
+    pub fn next_transaction_id(&self) -> Option<u64> {
+        self.newest_first()
             .find(|g| !g.is_empty())
             .map(|g| g.next_transaction_id)
     }
 
-    pub fn account(&self, id: &AccountId, sees: Sees) -> Option<&AccountState> {
-        self.newest_first(sees).find_map(|g| g.accounts.get(id))
+    pub fn account(&self, id: &AccountId) -> Option<&Written<AccountState>> {
+        self.newest_first().find_map(|g| g.accounts.get(id))
     }
 
-    pub fn idempotency(&self, key: &IdempotencyKey, sees: Sees) -> Option<&StoredOutcome> {
-        self.newest_first(sees).find_map(|g| g.idempotency.get(key))
+    pub fn idempotency(&self, key: &IdempotencyKey) -> Option<&StoredOutcome> {
+        self.newest_first().find_map(|g| g.idempotency.get(key))
     }
 
-    pub fn transaction(&self, id: u64, sees: Sees) -> Option<&Transaction> {
-        self.newest_first(sees)
-            .find_map(|g| g.transactions.get(&id))
+    pub fn transaction(&self, id: u64) -> Option<&Written<Arc<Transaction>>> {
+        self.newest_first().find_map(|g| g.transactions.get(&id))
     }
 
-    pub fn reversal(&self, id: u64, sees: Sees) -> Option<u64> {
-        self.newest_first(sees)
-            .find_map(|g| g.reversals.get(&id).copied())
+    pub fn reversal(&self, id: u64) -> Option<Written<u64>> {
+        self.newest_first()
+            .find_map(|g| g.reversals.get(&id).cloned())
     }
 
     /// A player's transactions with versions in `versions`, by version: at most `limit` of the
-    /// newest (`newest: true`) or of the oldest.
+    /// newest (`newest: true`) or of the oldest; with the newest journal record they come from.
     pub fn history(
         &self,
         player: &AccountId,
         versions: impl RangeBounds<u64> + Clone,
         newest: bool,
         limit: usize,
-    ) -> BTreeMap<u64, Transaction> {
+    ) -> (BTreeMap<u64, Transaction>, u64) {
         let mut found = BTreeMap::new();
-        for generation in self.newest_first(Sees::Durable) {
+        let mut written_by = 0;
+        for generation in self.newest_first() {
             let Some(entries) = generation.history.get(player) else {
                 continue;
             };
@@ -272,28 +250,36 @@ impl Overlay {
             };
             for (version, id) in picked {
                 if let Some(transaction) = generation.transactions.get(id) {
-                    found.entry(*version).or_insert_with(|| transaction.clone());
+                    written_by = written_by.max(transaction.seq);
+                    found
+                        .entry(*version)
+                        .or_insert_with(|| Transaction::clone(&transaction.value));
                 }
             }
         }
         keep_ends(&mut found, newest, limit);
-        found
+        (found, written_by)
     }
 
-    /// Transactions with ids in `ids`, at most `limit` of the lowest.
+    /// Transactions with ids in `ids`, at most `limit` of the lowest; with the newest journal
+    /// record they come from.
     pub fn transactions_in(
         &self,
         ids: impl RangeBounds<u64> + Clone,
         limit: usize,
-    ) -> BTreeMap<u64, Transaction> {
+    ) -> (BTreeMap<u64, Transaction>, u64) {
         let mut found = BTreeMap::new();
-        for generation in self.newest_first(Sees::Durable) {
+        let mut written_by = 0;
+        for generation in self.newest_first() {
             for (id, transaction) in generation.transactions.range(ids.clone()).take(limit) {
-                found.entry(*id).or_insert_with(|| transaction.clone());
+                written_by = written_by.max(transaction.seq);
+                found
+                    .entry(*id)
+                    .or_insert_with(|| Transaction::clone(&transaction.value));
             }
         }
         keep_ends(&mut found, false, limit);
-        found
+        (found, written_by)
     }
 }
 
@@ -368,7 +354,7 @@ mod tests {
     fn changes(transactions: Vec<Transaction>) -> BatchChanges {
         let next_transaction_id = transactions.last().map_or(1, |t| t.id + 1);
         BatchChanges {
-            transactions,
+            transactions: transactions.into_iter().map(Arc::new).collect(),
             next_transaction_id,
             ..BatchChanges::default()
         }
@@ -406,45 +392,46 @@ mod tests {
             .active
             .absorb(2, &changes(vec![transaction(3, "ann", 3)]));
 
-        let newest = overlay.history(&AccountId::player("ann"), ..4, true, 2);
+        let (newest, _) = overlay.history(&AccountId::player("ann"), ..4, true, 2);
         assert_eq!(newest.keys().copied().collect::<Vec<_>>(), [2, 3]);
-        let oldest = overlay.history(&AccountId::player("ann"), 2.., false, 10);
+        let (oldest, _) = overlay.history(&AccountId::player("ann"), 2.., false, 10);
         assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [2, 3]);
-        let ids = overlay.transactions_in(2.., 1);
+        let (ids, _) = overlay.transactions_in(2.., 1);
         assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [2]);
-        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(4));
+        assert_eq!(overlay.next_transaction_id(), Some(4));
     }
 
     #[test]
-    fn written_batches_are_seen_by_the_writer_only_until_they_are_durable() {
+    fn every_read_names_the_newest_journal_record_its_answer_comes_from() {
         let mut overlay = Overlay::default();
-        overlay
-            .active
-            .absorb(1, &changes(vec![transaction(1, "ann", 1)]));
+        let ann = AccountId::player("ann");
+        let mut first = changes(vec![transaction(1, "ann", 1)]);
+        first.accounts.insert(ann.clone(), AccountState::default());
+        first.reversals.push((9, 1));
+        overlay.active.absorb(1, &first);
+        assert_eq!(overlay.freeze(), Some(1));
         for seq in 2..=3 {
-            let mut written = Generation::default();
-            written.absorb(seq, &changes(vec![transaction(seq, "ann", seq)]));
-            overlay.pending.push_back(written);
+            let mut later = changes(vec![transaction(seq, "ann", seq)]);
+            let state = AccountState {
+                version: seq,
+                ..AccountState::default()
+            };
+            later.accounts.insert(ann.clone(), state);
+            overlay.active.absorb(seq, &later);
         }
-        assert_eq!(overlay.next_transaction_id(Sees::Written), Some(4));
-        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(2));
-        assert!(overlay.transaction(3, Sees::Written).is_some());
-        assert!(overlay.transaction(3, Sees::Durable).is_none());
-        assert_eq!(
-            overlay
-                .history(&AccountId::player("ann"), .., true, 10)
-                .len(),
-            1
-        );
 
-        overlay.make_durable(2);
-        assert!(overlay.transaction(2, Sees::Durable).is_some());
-        assert!(overlay.transaction(3, Sees::Durable).is_none());
-        assert_eq!(overlay.active.last_seq, 2);
-        let ann = overlay.history(&AccountId::player("ann"), .., true, 10);
-        assert_eq!(ann.keys().copied().collect::<Vec<_>>(), [1, 2]);
-        overlay.make_durable(3);
-        assert!(overlay.pending.is_empty());
-        assert_eq!(overlay.next_transaction_id(Sees::Durable), Some(4));
+        let account = overlay.account(&ann).expect("ann was written");
+        assert_eq!((account.seq, account.value.version), (3, 3));
+        assert_eq!(overlay.transaction(1).map(|t| t.seq), Some(1));
+        assert_eq!(overlay.transaction(3).map(|t| t.seq), Some(3));
+        assert_eq!(overlay.reversal(9), Some(Written { seq: 1, value: 1 }));
+        let (oldest, written_by) = overlay.history(&ann, ..=2, false, 10);
+        assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(written_by, 2, "the answer holds nothing of record 3");
+        let (newest, written_by) = overlay.history(&ann, .., true, 10);
+        assert_eq!(newest.len(), 3);
+        assert_eq!(written_by, 3);
+        assert_eq!(overlay.transactions_in(..2, 10).1, 1);
+        assert_eq!(overlay.next_transaction_id(), Some(4));
     }
 }

@@ -17,7 +17,7 @@ use coffer_core::{
     Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
-use crate::record::{decode, encode};
+use crate::record::{decode, decode_transaction, encode};
 use crate::{
     IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError, StoredCatalog, check_import_order,
     prepare_and_apply,
@@ -228,7 +228,7 @@ impl Store for PostgresStore {
                 let mut records = std::collections::HashMap::new();
                 for row in rows {
                     let record = TransactionRecord {
-                        transaction: decode("transaction", row.get::<_, &[u8]>(1))?,
+                        transaction: decode_transaction(row.get::<_, &[u8]>(1))?,
                         reversed_by: row.get::<_, Option<i64>>(2).map(|id| id as u64),
                     };
                     records.insert(row.get::<_, i64>(0) as u64, record);
@@ -255,7 +255,7 @@ impl Store for PostgresStore {
         for transaction in &changes.transactions {
             let id = id_i64(transaction.id)?;
             ids.push(id);
-            bodies.push(encode(transaction));
+            bodies.push(encode(&**transaction));
             for (account, version) in &transaction.account_versions {
                 history_accounts.push(account.as_str());
                 history_versions.push(id_i64(*version)?);
@@ -350,7 +350,7 @@ impl Store for PostgresStore {
             )?;
             row.map(|row| {
                 Ok(TransactionRecord {
-                    transaction: decode("transaction", row.get::<_, &[u8]>(0))?,
+                    transaction: decode_transaction(row.get::<_, &[u8]>(0))?,
                     reversed_by: row.get::<_, Option<i64>>(1).map(|id| id as u64),
                 })
             })

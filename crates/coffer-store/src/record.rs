@@ -19,3 +19,10 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
         detail: e.to_string(),
     })
 }
+
+/// A stored transaction, shared: the writer, the overlay and the answer hold one copy.
+pub(crate) fn decode_transaction(
+    bytes: &[u8],
+) -> Result<std::sync::Arc<coffer_core::Transaction>, StoreError> {
+    decode("transaction", bytes).map(std::sync::Arc::new)
+}

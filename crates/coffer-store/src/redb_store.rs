@@ -21,13 +21,13 @@ use coffer_core::{
 
 use crate::faults::{FaultyFile, StorageFaults};
 use crate::journal::{
-    FROZEN_GENERATIONS_MAX, Generation, Overlay, Sees, Signal, changes_nothing, decode_record,
+    FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
     encode_record_into, keep_ends,
 };
 use crate::journal_file::{
     JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
 };
-use crate::record::{decode, encode};
+use crate::record::{decode, decode_transaction, encode};
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
     StoredCatalog, check_import_order, prepare_and_apply,
@@ -354,7 +354,7 @@ impl<'a> GenerationRows<'a> {
         let mut accounts: Vec<(&str, &AccountState)> = generation
             .accounts
             .iter()
-            .map(|(id, state)| (id.as_str(), state))
+            .map(|(id, state)| (id.as_str(), &state.value))
             .collect();
         accounts.sort_unstable_by_key(|(id, _)| *id);
         let mut idempotency: Vec<(&str, &str, &StoredOutcome)> = generation
@@ -367,10 +367,14 @@ impl<'a> GenerationRows<'a> {
             transactions: generation
                 .transactions
                 .iter()
-                .map(|(id, t)| (*id, t))
+                .map(|(id, t)| (*id, &*t.value))
                 .collect(),
             history,
-            reversals: generation.reversals.iter().map(|(o, r)| (*o, *r)).collect(),
+            reversals: generation
+                .reversals
+                .iter()
+                .map(|(original, reversal)| (*original, reversal.value))
+                .collect(),
             accounts,
             idempotency,
         }
@@ -635,7 +639,7 @@ impl Shared {
             let idempotency = txn.open_table(IDEMPOTENCY)?;
             let transactions = txn.open_table(TRANSACTIONS)?;
             let reversals = txn.open_table(REVERSALS)?;
-            let next_transaction_id = match overlay.next_transaction_id(Sees::Written) {
+            let next_transaction_id = match overlay.next_transaction_id() {
                 Some(id) => id,
                 None => read_meta_u64(&txn, NEXT_TRANSACTION_ID)?.unwrap_or(1),
             };
@@ -645,8 +649,8 @@ impl Shared {
             };
             prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
                 for id in &missing.accounts {
-                    let state = match overlay.account(id, Sees::Written) {
-                        Some(state) => Some(state.clone()),
+                    let state = match overlay.account(id) {
+                        Some(state) => Some(state.value.clone()),
                         None => match accounts.get(id.as_str())? {
                             Some(bytes) => Some(decode("account", bytes.value())?),
                             None => None,
@@ -655,7 +659,7 @@ impl Shared {
                     loaded.accounts.insert(id.clone(), state);
                 }
                 for key in &missing.idempotency_keys {
-                    let outcome = match overlay.idempotency(key, Sees::Written) {
+                    let outcome = match overlay.idempotency(key) {
                         Some(outcome) => Some(outcome.clone()),
                         None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
                             Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
@@ -665,18 +669,18 @@ impl Shared {
                     loaded.idempotency.insert(key.clone(), outcome);
                 }
                 for id in &missing.transactions {
-                    let transaction = match overlay.transaction(*id, Sees::Written) {
-                        Some(transaction) => Some(transaction.clone()),
+                    let transaction = match overlay.transaction(*id) {
+                        Some(transaction) => Some(Arc::clone(&transaction.value)),
                         None => match transactions.get(*id)? {
-                            Some(bytes) => Some(decode("transaction", bytes.value())?),
+                            Some(bytes) => Some(decode_transaction(bytes.value())?),
                             None => None,
                         },
                     };
                     let record = match transaction {
                         Some(transaction) => Some(TransactionRecord {
                             transaction,
-                            reversed_by: match overlay.reversal(*id, Sees::Written) {
-                                Some(reversal) => Some(reversal),
+                            reversed_by: match overlay.reversal(*id) {
+                                Some(reversal) => Some(reversal.value),
                                 None => reversals.get(*id)?.map(|v| v.value()),
                             },
                         }),
@@ -700,18 +704,27 @@ impl Shared {
             encode_record_into(&result.changes, out)
         })?;
         self.journaled_through.store(seq, Ordering::SeqCst);
-        let mut written = Generation::default();
-        written.absorb(seq, &result.changes);
         self.overlay
             .write()
             .expect("overlay lock poisoned")
-            .pending
-            .push_back(written);
+            .active
+            .absorb(seq, &result.changes);
         Ok((result, ticket(seq)))
     }
 
-    /// Returns once the batch of `ticket` is durable and readers see it, syncing the journal
-    /// if no one has since it was written.
+    /// Returns once what a reader found in the overlay, the newest of it written by journal
+    /// record `seq` (0: nothing) in opening `epoch` of the files, is durable. A sync that fails
+    /// here fails like the writer's own: the files are reopened before the next use.
+    fn readable(&self, seq: u64, epoch: u64) -> Result<(), StoreError> {
+        if seq == 0 {
+            return Ok(());
+        }
+        self.wait_durable(CommitTicket { seq, epoch })
+            .map_err(|error| self.write_failed(error))
+    }
+
+    /// Returns once the batch of `ticket` is durable, syncing the journal if no one has since
+    /// it was written.
     fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
         loop {
             let Some(databases) = self.healthy_databases() else {
@@ -729,10 +742,6 @@ impl Shared {
                 continue;
             }
             let through = databases.journal_sync.sync()?;
-            self.overlay
-                .write()
-                .expect("overlay lock poisoned")
-                .make_durable(through);
             self.synced_through.store(through, Ordering::SeqCst);
         }
     }
@@ -820,6 +829,15 @@ impl Shared {
         let Some(generation) = self.read_overlay().frozen.front().cloned() else {
             return Ok(false);
         };
+        // The writer adds batches before they are durable; the ledger file takes none of them
+        // before its journal record is.
+        let ticket = CommitTicket {
+            seq: generation.last_seq,
+            epoch: databases.epoch,
+        };
+        if let Err(error) = self.wait_durable(ticket) {
+            return Err(self.write_failed(error));
+        }
         let started = std::time::Instant::now();
         let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
         drop(databases);
@@ -923,10 +941,11 @@ impl Shared {
         limit: usize,
     ) -> Result<Vec<Transaction>, StoreError> {
         let (from, to_inclusive) = versions;
-        let mut found = self
-            .read_overlay()
-            .history(player, from..=to_inclusive, newest, limit);
         let databases = self.databases()?;
+        let (mut found, written_by) =
+            self.read_overlay()
+                .history(player, from..=to_inclusive, newest, limit);
+        self.readable(written_by, databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
         let history = txn.open_table(HISTORY)?;
         let name = player.as_str();
@@ -1026,10 +1045,13 @@ impl Store for RedbStore {
     }
 
     fn account(&self, id: &AccountId) -> Result<Option<AccountState>, StoreError> {
-        if let Some(state) = self.shared.read_overlay().account(id, Sees::Durable) {
-            return Ok(Some(state.clone()));
+        let databases = self.shared.databases()?;
+        let in_memory = self.shared.read_overlay().account(id).cloned();
+        if let Some(state) = in_memory {
+            self.shared.readable(state.seq, databases.epoch)?;
+            return Ok(Some(state.value));
         }
-        let txn = self.shared.databases()?.ledger.begin_read()?;
+        let txn = databases.ledger.begin_read()?;
         let accounts = txn.open_table(ACCOUNTS)?;
         match accounts.get(id.as_str())? {
             Some(bytes) => Ok(Some(decode("account", bytes.value())?)),
@@ -1038,23 +1060,25 @@ impl Store for RedbStore {
     }
 
     fn transaction(&self, id: u64) -> Result<Option<TransactionRecord>, StoreError> {
+        let databases = self.shared.databases()?;
         let (in_memory, reversed_in_memory) = {
             let overlay = self.shared.read_overlay();
-            (
-                overlay.transaction(id, Sees::Durable).cloned(),
-                overlay.reversal(id, Sees::Durable),
-            )
+            (overlay.transaction(id).cloned(), overlay.reversal(id))
         };
-        let txn = self.shared.databases()?.ledger.begin_read()?;
+        let written_by = in_memory.as_ref().map_or(0, |t| t.seq);
+        let reversal_written_by = reversed_in_memory.as_ref().map_or(0, |r| r.seq);
+        self.shared
+            .readable(written_by.max(reversal_written_by), databases.epoch)?;
+        let txn = databases.ledger.begin_read()?;
         let transaction = match in_memory {
-            Some(transaction) => transaction,
+            Some(transaction) => transaction.value,
             None => match txn.open_table(TRANSACTIONS)?.get(id)? {
-                Some(bytes) => decode("transaction", bytes.value())?,
+                Some(bytes) => decode_transaction(bytes.value())?,
                 None => return Ok(None),
             },
         };
         let reversed_by = match reversed_in_memory {
-            Some(reversal) => Some(reversal),
+            Some(reversal) => Some(reversal.value),
             None => txn.open_table(REVERSALS)?.get(id)?.map(|v| v.value()),
         };
         Ok(Some(TransactionRecord {
@@ -1104,8 +1128,10 @@ impl Store for RedbStore {
         let Some(start) = after_id.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let mut found = self.shared.read_overlay().transactions_in(start.., limit);
-        let txn = self.shared.databases()?.ledger.begin_read()?;
+        let databases = self.shared.databases()?;
+        let (mut found, written_by) = self.shared.read_overlay().transactions_in(start.., limit);
+        self.shared.readable(written_by, databases.epoch)?;
+        let txn = databases.ledger.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
         for entry in transactions.range(start..)?.take(limit) {
             let (id, bytes) = entry?;
@@ -1199,11 +1225,7 @@ impl Store for RedbStore {
             let txn = databases.ledger.begin_read()?;
             if txn.open_table(META)?.get(NEXT_TRANSACTION_ID)?.is_some()
                 || txn.open_table(ACCOUNTS)?.iter()?.next().is_some()
-                || self
-                    .shared
-                    .read_overlay()
-                    .next_transaction_id(Sees::Written)
-                    .is_some()
+                || self.shared.read_overlay().next_transaction_id().is_some()
             {
                 return Err(StoreError::NotEmpty);
             }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use coffer_core::{
     AccountId, Catalog, Command, Contents, IdempotencyKey, Operation, RejectionCode,
 };
-use coffer_store::{RedbOptions, RedbStore, Store, StoreError, StoredCatalog};
+use coffer_store::{
+    Fault, RedbOptions, RedbStore, StorageFaults, Store, StoreError, StoredCatalog,
+};
 
 const CATALOG: &str = r#"
 version = 3
@@ -372,7 +374,12 @@ fn a_crash_before_the_checkpoint_loses_no_acknowledged_batch() {
 fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::from_toml(CATALOG).unwrap();
-    let store = RedbStore::open(dir.path()).unwrap();
+    let faults = StorageFaults::default();
+    let options = RedbOptions {
+        faults: Some(faults.clone()),
+        ..RedbOptions::default()
+    };
+    let store = RedbStore::open_with(dir.path(), options).unwrap();
     let ann = AccountId::player("ann");
 
     // Two batches written back to back, neither waited for: the second sees the first (ann
@@ -399,17 +406,48 @@ fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
     );
     assert_eq!(store.journaled_through(), 2, "the retry wrote nothing");
 
-    // Readers see nothing of them until they are durable.
-    assert_eq!(store.account(&ann).unwrap(), None);
-    assert!(store.transaction(1).unwrap().is_none());
-    assert!(store.history_before(&ann, u64::MAX, 10).unwrap().is_empty());
+    // A reader that finds them returns them only once their journal record is durable: while
+    // every fsync fails it gets an error, never the batches.
+    faults.set(Fault::SyncError);
+    assert!(store.account(&ann).is_err());
+    assert!(store.transaction(1).is_err());
+    assert!(store.history_before(&ann, u64::MAX, 10).is_err());
+    assert!(store.transactions_after(0, 10).is_err());
+    assert!(faults.injected() > 0, "the readers asked for a sync");
 
-    store.wait_durable(first_ticket).unwrap();
-    let after_first = store.account(&ann).unwrap().unwrap();
-    assert_eq!(after_first.balance("coins"), 2);
+    // Once the disk works again the store reopens and recovers what reached the journal; the
+    // tickets of the earlier opening can no longer be confirmed, only retried.
+    faults.set(Fault::None);
+    let recovered = store.account(&ann).unwrap().unwrap();
+    assert_eq!(recovered.balance("coins"), 2);
     assert!(store.transaction(1).unwrap().is_some());
-    store.wait_durable(second_ticket).unwrap();
-    store.wait_durable(retry_ticket).unwrap();
-    assert_eq!(store.account(&ann).unwrap().unwrap(), after_first);
+    assert_eq!(store.history_before(&ann, u64::MAX, 10).unwrap().len(), 3);
+    assert!(matches!(
+        store.wait_durable(first_ticket),
+        Err(StoreError::Reopening)
+    ));
+    assert!(matches!(
+        store.wait_durable(second_ticket),
+        Err(StoreError::Reopening)
+    ));
+    let _ = retry_ticket;
+
+    // On the reopened files, a reader that meets a written batch makes it durable and answers.
+    let (bought, ticket) = store
+        .write_batch(&[purchase("bob", "a")], &catalog, 4)
+        .unwrap();
+    let bought = bought.outcomes[0].as_ref().unwrap();
+    let bob = store.account(&AccountId::player("bob")).unwrap().unwrap();
+    assert_eq!(bob.balance("coins"), 6);
+    assert_eq!(
+        store
+            .transaction(bought.id)
+            .unwrap()
+            .unwrap()
+            .transaction
+            .id,
+        bought.id
+    );
+    store.wait_durable(ticket).unwrap();
     assert!(store.verify(&catalog).unwrap().is_clean());
 }
