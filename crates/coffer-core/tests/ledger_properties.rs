@@ -57,7 +57,7 @@ const PLAYERS: [&str; 3] = ["p0", "p1", "p2"];
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Memory {
     accounts: BTreeMap<AccountId, AccountState>,
-    transactions: BTreeMap<u64, Transaction>,
+    transactions: BTreeMap<u64, std::sync::Arc<Transaction>>,
     reversals: BTreeMap<u64, u64>,
     idempotency: BTreeMap<IdempotencyKey, StoredOutcome>,
 }
@@ -727,7 +727,7 @@ fn verifier_catches_a_negative_balance_that_no_claw_back_explains() {
         .unwrap();
     // Tamper: make the revocation take 60 coins, leaving -10 without a claw-back.
     let transaction = memory.transactions.values_mut().last().unwrap();
-    for posting in &mut transaction.postings {
+    for posting in &mut std::sync::Arc::make_mut(transaction).postings {
         posting.amount_minor_units = posting.amount_minor_units.signum() * 60;
     }
     for (id, state) in memory.accounts.iter_mut() {
