@@ -65,7 +65,7 @@ fn preloaded(commands: &[Command]) -> LoadedState {
                 version: 1,
                 ..AccountState::default()
             });
-            loaded.accounts.insert(id, state);
+            loaded.accounts.insert(id, state.map(std::sync::Arc::new));
         }
         for key in missing.idempotency_keys {
             loaded.idempotency.insert(key, None);

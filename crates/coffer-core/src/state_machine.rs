@@ -43,9 +43,10 @@ impl Prefetch {
 }
 
 /// State loaded for a batch. `None` records a key that was looked up and does not exist.
+/// Account states are shared with whoever loaded them: a command copies only what it changes.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedState {
-    pub accounts: BTreeMap<AccountId, Option<AccountState>>,
+    pub accounts: BTreeMap<AccountId, Option<Arc<AccountState>>>,
     pub idempotency: BTreeMap<IdempotencyKey, Option<StoredOutcome>>,
     pub transactions: BTreeMap<u64, Option<TransactionRecord>>,
     /// The id the next transaction gets (ids start at 1 and have no gaps).
@@ -56,7 +57,7 @@ pub struct LoadedState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchChanges {
     /// Final state of every account the batch changed.
-    pub accounts: BTreeMap<AccountId, AccountState>,
+    pub accounts: BTreeMap<AccountId, Arc<AccountState>>,
     /// New transactions, in ascending id order.
     pub transactions: Vec<Arc<Transaction>>,
     /// (original transaction id, reversal transaction id).
@@ -220,7 +221,7 @@ pub fn apply_batch(
 struct Working<'c> {
     catalog: &'c Catalog,
     now_unix_ms: i64,
-    accounts: BTreeMap<AccountId, Option<AccountState>>,
+    accounts: BTreeMap<AccountId, Option<Arc<AccountState>>>,
     idempotency: BTreeMap<IdempotencyKey, Option<StoredOutcome>>,
     transactions: BTreeMap<u64, Option<TransactionRecord>>,
     changed: BTreeSet<AccountId>,
@@ -307,7 +308,7 @@ impl Working<'_> {
                 account_versions.insert(account.clone(), state.version);
             }
             self.changed.insert(account.clone());
-            self.accounts.insert(account, Some(state));
+            self.accounts.insert(account, Some(Arc::new(state)));
         }
         let mut metadata = BTreeMap::from([
             ("caller".to_owned(), command.caller.clone()),
@@ -928,7 +929,7 @@ fn show_amounts(amounts: &Amounts) -> String {
 /// leaves the batch's working state as it was.
 struct Draft<'w> {
     catalog: &'w Catalog,
-    base: &'w BTreeMap<AccountId, Option<AccountState>>,
+    base: &'w BTreeMap<AccountId, Option<Arc<AccountState>>>,
     touched: BTreeMap<AccountId, AccountState>,
     /// Players that first appear in this command, and the postings of their opening balances.
     opened: Vec<AccountId>,
@@ -942,7 +943,7 @@ struct Draft<'w> {
 }
 
 impl<'w> Draft<'w> {
-    fn new(catalog: &'w Catalog, base: &'w BTreeMap<AccountId, Option<AccountState>>) -> Self {
+    fn new(catalog: &'w Catalog, base: &'w BTreeMap<AccountId, Option<Arc<AccountState>>>) -> Self {
         Draft {
             catalog,
             base,
@@ -967,8 +968,8 @@ impl<'w> Draft<'w> {
                 existing.is_some() || id.is_system(),
                 "account {id} used before it was opened"
             );
-            self.touched
-                .insert(id.clone(), existing.clone().unwrap_or_default());
+            let copy = existing.as_deref().cloned().unwrap_or_default();
+            self.touched.insert(id.clone(), copy);
         }
         self.touched.get_mut(id).expect("inserted above")
     }

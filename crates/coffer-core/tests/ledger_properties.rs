@@ -2,6 +2,7 @@
 //! invariant; rejections change nothing; retries replay; batching never changes outcomes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use coffer_core::*;
 use proptest::prelude::*;
@@ -57,7 +58,7 @@ const PLAYERS: [&str; 3] = ["p0", "p1", "p2"];
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Memory {
     accounts: BTreeMap<AccountId, AccountState>,
-    transactions: BTreeMap<u64, std::sync::Arc<Transaction>>,
+    transactions: BTreeMap<u64, Arc<Transaction>>,
     reversals: BTreeMap<u64, u64>,
     idempotency: BTreeMap<IdempotencyKey, StoredOutcome>,
 }
@@ -80,7 +81,7 @@ impl Memory {
             for id in missing.accounts {
                 loaded
                     .accounts
-                    .insert(id.clone(), self.accounts.get(&id).cloned());
+                    .insert(id.clone(), self.accounts.get(&id).cloned().map(Arc::new));
             }
             for key in missing.idempotency_keys {
                 loaded
@@ -101,7 +102,9 @@ impl Memory {
             changes.next_transaction_id,
             self.next_id() + changes.transactions.len() as u64
         );
-        self.accounts.extend(changes.accounts);
+        let states = changes.accounts.into_iter();
+        self.accounts
+            .extend(states.map(|(id, state)| (id, Arc::unwrap_or_clone(state))));
         for transaction in changes.transactions {
             assert!(
                 self.transactions
@@ -727,7 +730,7 @@ fn verifier_catches_a_negative_balance_that_no_claw_back_explains() {
         .unwrap();
     // Tamper: make the revocation take 60 coins, leaving -10 without a claw-back.
     let transaction = memory.transactions.values_mut().last().unwrap();
-    for posting in &mut std::sync::Arc::make_mut(transaction).postings {
+    for posting in &mut Arc::make_mut(transaction).postings {
         posting.amount_minor_units = posting.amount_minor_units.signum() * 60;
     }
     for (id, state) in memory.accounts.iter_mut() {

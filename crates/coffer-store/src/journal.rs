@@ -35,7 +35,7 @@ pub const FROZEN_GENERATIONS_MAX: usize = 2;
 #[derive(Serialize)]
 struct JournalRecordRef<'a> {
     transactions: SharedTransactions<'a>,
-    accounts: &'a BTreeMap<AccountId, AccountState>,
+    accounts: SharedAccounts<'a>,
     reversals: &'a [(u64, u64)],
     idempotency: &'a [(IdempotencyKey, StoredOutcome)],
     next_transaction_id: u64,
@@ -48,6 +48,15 @@ struct SharedTransactions<'a>(&'a [Arc<Transaction>]);
 impl Serialize for SharedTransactions<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|transaction| &**transaction))
+    }
+}
+
+/// Shared account states written as the states themselves, like [`SharedTransactions`].
+struct SharedAccounts<'a>(&'a BTreeMap<AccountId, Arc<AccountState>>);
+
+impl Serialize for SharedAccounts<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(id, state)| (id, &**state)))
     }
 }
 
@@ -65,7 +74,7 @@ pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) {
     encode_into(
         &JournalRecordRef {
             transactions: SharedTransactions(&changes.transactions),
-            accounts: &changes.accounts,
+            accounts: SharedAccounts(&changes.accounts),
             reversals: &changes.reversals,
             idempotency: &changes.idempotency,
             next_transaction_id: changes.next_transaction_id,
@@ -78,7 +87,11 @@ pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) {
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<BatchChanges, StoreError> {
     let record: JournalRecord = decode("journal record", bytes)?;
     Ok(BatchChanges {
-        accounts: record.accounts,
+        accounts: record
+            .accounts
+            .into_iter()
+            .map(|(id, state)| (id, Arc::new(state)))
+            .collect(),
         transactions: record.transactions.into_iter().map(Arc::new).collect(),
         reversals: record.reversals,
         idempotency: record.idempotency,
@@ -115,7 +128,7 @@ pub(crate) struct Generation {
     pub transactions: BTreeMap<u64, Written<Arc<Transaction>>>,
     /// Original transaction id → id of its reversal.
     pub reversals: BTreeMap<u64, Written<u64>>,
-    pub accounts: HashMap<AccountId, Written<AccountState>>,
+    pub accounts: HashMap<AccountId, Written<Arc<AccountState>>>,
     /// Player → version → transaction id (read through `transactions`, which says when).
     pub history: HashMap<AccountId, BTreeMap<u64, u64>>,
     /// Read by the writer only.
@@ -151,7 +164,7 @@ impl Generation {
             self.reversals.insert(*original, Written { seq, value });
         }
         for (id, state) in &changes.accounts {
-            let value = state.clone();
+            let value = Arc::clone(state);
             self.accounts.insert(id.clone(), Written { seq, value });
         }
         for (key, outcome) in &changes.idempotency {
@@ -210,7 +223,7 @@ impl Overlay {
             .map(|g| g.next_transaction_id)
     }
 
-    pub fn account(&self, id: &AccountId) -> Option<&Written<AccountState>> {
+    pub fn account(&self, id: &AccountId) -> Option<&Written<Arc<AccountState>>> {
         self.newest_first().find_map(|g| g.accounts.get(id))
     }
 
@@ -365,7 +378,7 @@ mod tests {
         let mut batch = changes(vec![transaction(7, "ann", 3)]);
         batch
             .accounts
-            .insert(AccountId::player("ann"), AccountState::default());
+            .insert(AccountId::player("ann"), Arc::default());
         batch.reversals.push((2, 7));
         batch.idempotency.push((
             IdempotencyKey::player("ann", "k"),
@@ -406,7 +419,7 @@ mod tests {
         let mut overlay = Overlay::default();
         let ann = AccountId::player("ann");
         let mut first = changes(vec![transaction(1, "ann", 1)]);
-        first.accounts.insert(ann.clone(), AccountState::default());
+        first.accounts.insert(ann.clone(), Arc::default());
         first.reversals.push((9, 1));
         overlay.active.absorb(1, &first);
         assert_eq!(overlay.freeze(), Some(1));
@@ -416,7 +429,7 @@ mod tests {
                 version: seq,
                 ..AccountState::default()
             };
-            later.accounts.insert(ann.clone(), state);
+            later.accounts.insert(ann.clone(), Arc::new(state));
             overlay.active.absorb(seq, &later);
         }
 

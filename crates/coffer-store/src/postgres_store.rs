@@ -5,8 +5,8 @@
 //! are then locked `FOR UPDATE` in sorted order. After each commit a `NOTIFY` tells the other
 //! nodes, so their `Subscribe` streams see every change.
 
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -190,7 +190,7 @@ impl Store for PostgresStore {
                 for id in &missing.accounts {
                     loaded
                         .accounts
-                        .insert(id.clone(), found.remove(id.as_str()));
+                        .insert(id.clone(), found.remove(id.as_str()).map(Arc::new));
                 }
                 let scopes: Vec<&str> = missing
                     .idempotency_keys
@@ -242,7 +242,11 @@ impl Store for PostgresStore {
 
         let changes = &result.changes;
         let names: Vec<&str> = changes.accounts.keys().map(AccountId::as_str).collect();
-        let states: Vec<Vec<u8>> = changes.accounts.values().map(encode).collect();
+        let states: Vec<Vec<u8>> = changes
+            .accounts
+            .values()
+            .map(|state| encode(&**state))
+            .collect();
         txn.execute(
             "INSERT INTO coffer_accounts (account_id, state) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
              ON CONFLICT (account_id) DO UPDATE SET state = EXCLUDED.state",

@@ -354,7 +354,7 @@ impl<'a> GenerationRows<'a> {
         let mut accounts: Vec<(&str, &AccountState)> = generation
             .accounts
             .iter()
-            .map(|(id, state)| (id.as_str(), &state.value))
+            .map(|(id, state)| (id.as_str(), &*state.value))
             .collect();
         accounts.sort_unstable_by_key(|(id, _)| *id);
         let mut idempotency: Vec<(&str, &str, &StoredOutcome)> = generation
@@ -650,9 +650,9 @@ impl Shared {
             prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
                 for id in &missing.accounts {
                     let state = match overlay.account(id) {
-                        Some(state) => Some(state.value.clone()),
+                        Some(state) => Some(Arc::clone(&state.value)),
                         None => match accounts.get(id.as_str())? {
-                            Some(bytes) => Some(decode("account", bytes.value())?),
+                            Some(bytes) => Some(Arc::new(decode("account", bytes.value())?)),
                             None => None,
                         },
                     };
@@ -1049,7 +1049,7 @@ impl Store for RedbStore {
         let in_memory = self.shared.read_overlay().account(id).cloned();
         if let Some(state) = in_memory {
             self.shared.readable(state.seq, databases.epoch)?;
-            return Ok(Some(state.value));
+            return Ok(Some(Arc::unwrap_or_clone(state.value)));
         }
         let txn = databases.ledger.begin_read()?;
         let accounts = txn.open_table(ACCOUNTS)?;
