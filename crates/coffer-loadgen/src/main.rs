@@ -35,6 +35,15 @@ const SETUP_COINS: i64 = 900_000;
 static WRITE_PHASES_STARTED: AtomicU64 = AtomicU64::new(0);
 /// The newest transaction id any write of this run was answered with.
 static NEWEST_TRANSACTION_ID: AtomicU64 = AtomicU64::new(0);
+/// Sets this run's idempotency keys apart from every earlier run's against the same server
+/// (`--endpoint`): there, the first phase has seen no transaction yet and could not tell a
+/// replay of an earlier run's key from a write.
+static RUN_NONCE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since_epoch.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40)
+});
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "coffer-loadgen", version)]
@@ -276,14 +285,19 @@ where
 /// committed before it.
 #[derive(Clone, Copy)]
 struct WritePhase {
+    /// This run's nonce and the phase's number start every idempotency key of the phase; the
+    /// number also seeds its choice of players.
+    run: u64,
     number: u64,
     newest_transaction_before: u64,
 }
 
 impl WritePhase {
     fn start() -> WritePhase {
+        let number = WRITE_PHASES_STARTED.fetch_add(1, Ordering::SeqCst);
         WritePhase {
-            number: WRITE_PHASES_STARTED.fetch_add(1, Ordering::SeqCst),
+            run: *RUN_NONCE,
+            number,
             newest_transaction_before: NEWEST_TRANSACTION_ID.load(Ordering::SeqCst),
         }
     }
@@ -466,7 +480,7 @@ async fn purchase_phase(
                 ^ sequence
                 ^ (phase.number << 56));
             let player = format!("p{}", rng.below(players));
-            let key = format!("buy-{}-w{worker}-{sequence}", phase.number);
+            let key = format!("buy-{:x}-{}-w{worker}-{sequence}", phase.run, phase.number);
             phase.ended(
                 client
                     .purchase(&player, "potion", &[("coins", 10)], &key)
@@ -494,7 +508,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
                 let mut rng =
                     Rng(0x2545_f491 ^ ((worker as u64) << 40) ^ sequence ^ (phase.number << 56));
                 let player = format!("p{}", rng.below(players));
-                let key = format!("mix-{}-w{worker}-{sequence}", phase.number);
+                let key = format!("mix-{:x}-{}-w{worker}-{sequence}", phase.run, phase.number);
                 let mut pick = rng.below(mix.iter().sum());
                 let mut kind = 0;
                 while pick >= mix[kind] {

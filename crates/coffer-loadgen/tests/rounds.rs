@@ -4,14 +4,16 @@
 
 use std::process::Command;
 
+use serde_json::Value;
+
 /// Enough players that few reach the potion's stack limit of 99 in three seconds of buying.
 const PLAYERS: u64 = 1_000;
 /// The setup's transactions: each player's opening, and one `Execute` granting coins to up to
 /// 200 players at a time.
 const SETUP_TRANSACTIONS: u64 = PLAYERS + PLAYERS.div_ceil(200);
 
-#[test]
-fn every_purchase_counted_in_every_round_is_a_new_transaction() {
+/// Runs the generator (1-second purchase phases, JSON report) with `extra` arguments.
+fn run_loadgen(rounds: u32, extra: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_coffer-loadgen"))
         .args([
             "--players",
@@ -21,11 +23,12 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
             "--duration-s",
             "1",
             "--rounds",
-            "3",
+            &rounds.to_string(),
             "--phases",
             "purchase",
             "--json",
         ])
+        .args(extra)
         .output()
         .expect("running coffer-loadgen");
     assert!(
@@ -33,13 +36,13 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
         "coffer-loadgen failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON");
+    serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON")
+}
 
-    let rounds = report["rounds"].as_array().expect("rounds");
-    assert_eq!(rounds.len(), 3);
+/// Purchases that committed a transaction over all rounds of a report; none was a replay.
+fn purchases_committed(report: &Value) -> u64 {
     let mut purchases = 0;
-    for round in rounds {
+    for round in report["rounds"].as_array().expect("rounds") {
         let phase = &round[0];
         assert_eq!(phase["name"], "coffer purchase (durable)");
         assert_eq!(phase["unexpected_errors"], 0, "{phase}");
@@ -52,10 +55,48 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
         );
         purchases += requests - refused;
     }
+    purchases
+}
+
+#[test]
+fn every_purchase_counted_in_every_round_is_a_new_transaction() {
+    let report = run_loadgen(3, &[]);
+    assert_eq!(report["rounds"].as_array().expect("rounds").len(), 3);
+    let purchases = purchases_committed(&report);
     assert_eq!(report["verifier"]["clean"], true);
     assert_eq!(
         report["verifier"]["transactions_checked"].as_u64(),
         Some(SETUP_TRANSACTIONS + purchases),
         "the ledger holds one transaction per purchase counted, over all rounds"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config =
+        coffer_server::Config::development("127.0.0.1:0".parse().unwrap(), data_dir.path());
+    config.limits.key_requests_per_second = u32::MAX;
+    config.limits.key_burst = u32::MAX;
+    let server = coffer_server::start(config).await.expect("server starts");
+    let endpoint = format!("http://{}", server.local_addr);
+    let key = server
+        .development_admin_key
+        .clone()
+        .expect("development key");
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let args = ["--endpoint", endpoint.as_str(), "--admin-key", key.as_str()];
+        (run_loadgen(1, &args), run_loadgen(1, &args))
+    })
+    .await
+    .unwrap();
+    let purchases = purchases_committed(&first) + purchases_committed(&second);
+    assert_eq!(second["verifier"]["clean"], true);
+    // The second run's setup grants are replays of the first's (same players, same keys).
+    assert_eq!(
+        second["verifier"]["transactions_checked"].as_u64(),
+        Some(SETUP_TRANSACTIONS + purchases),
+        "the ledger holds one transaction per purchase counted, over both runs"
+    );
+    server.shutdown().await.unwrap();
 }
