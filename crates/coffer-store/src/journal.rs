@@ -241,7 +241,8 @@ impl Overlay {
     }
 
     /// A player's transactions with versions in `versions`, by version: at most `limit` of the
-    /// newest (`newest: true`) or of the oldest; with the newest journal record they come from.
+    /// newest (`newest: true`) or of the oldest; with the journal record to wait for before
+    /// returning them (the newest of every entry looked at, so it covers them all).
     pub fn history(
         &self,
         player: &AccountId,
@@ -274,8 +275,8 @@ impl Overlay {
         (found, written_by)
     }
 
-    /// Transactions with ids in `ids`, at most `limit` of the lowest; with the newest journal
-    /// record they come from.
+    /// Transactions with ids in `ids`, at most `limit` of the lowest; with the journal record
+    /// to wait for before returning them (as for [`Overlay::history`]).
     pub fn transactions_in(
         &self,
         ids: impl RangeBounds<u64> + Clone,
