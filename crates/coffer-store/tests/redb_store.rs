@@ -430,7 +430,10 @@ fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
         store.wait_durable(second_ticket),
         Err(StoreError::Reopening)
     ));
-    let _ = retry_ticket;
+    assert_eq!(
+        retry_ticket, second_ticket,
+        "a batch that wrote nothing waits for the newest record written before it"
+    );
 
     // On the reopened files, a reader that meets a written batch makes it durable and answers.
     let (bought, ticket) = store
