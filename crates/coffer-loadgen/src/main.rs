@@ -2,7 +2,9 @@
 //! throughput and latency percentiles, next to baselines measured in the same run with the same
 //! client harness: a no-op gRPC call (the transport ceiling of this machine) and, when a
 //! PostgreSQL URL is given, the same purchase as one SQL transaction with `synchronous_commit`
-//! on. It checks every response and ends by running the ledger verifier.
+//! on; and this machine's disk alone (one thread appending 4 KiB and `fdatasync`ing it), the
+//! floor under every durable commit and the tail it brings with it. It checks every response and
+//! ends by running the ledger verifier.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +31,12 @@ const LATENCY_US_MAX: u64 = 60_000_000;
 const PURCHASE_PHASE_NAME: &str = "coffer purchase (durable)";
 /// Coins granted to each player before the run.
 const SETUP_COINS: i64 = 900_000;
+/// The disk phase's write: one page, as a small journal record is.
+const DISK_PROBE_WRITE_BYTES: usize = 4_096;
+/// The disk phase's file starts over at this size, as the journal moves to its next segment.
+const DISK_PROBE_FILE_BYTES_MAX: u64 = 64 << 20;
+/// The name the disk phase reports under.
+const DISK_PHASE_NAME: &str = "disk: 4 KiB + fdatasync";
 
 /// Counts the write phases run so far, so no two phases (in a round or across rounds) share an
 /// idempotency key: a repeated key is answered from its stored outcome, a replay that does no work.
@@ -87,12 +95,12 @@ struct Args {
     /// For the embedded server: how long changes wait in memory at most before a checkpoint.
     #[arg(long, default_value_t = coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT)]
     redb_checkpoint_interval_ms: u64,
-    /// Phases to run, in order: noop, purchase, purchase-half-peak (after purchase), mixed,
-    /// postgres (needs --postgres-url).
+    /// Phases to run, in order: noop, disk, purchase, purchase-half-peak (after purchase),
+    /// mixed, postgres (needs --postgres-url).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "noop,purchase,purchase-half-peak,mixed,postgres"
+        default_value = "noop,disk,purchase,purchase-half-peak,mixed,postgres"
     )]
     phases: Vec<Phase>,
     /// After the phases, grow the data to each of these player counts (each player gets an
@@ -104,6 +112,9 @@ struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Noop,
+    /// One thread appending 4 KiB to a file beside the data and `fdatasync`ing it: one durable
+    /// commit's floor on this disk, and the latency tail the disk alone has.
+    Disk,
     Purchase,
     /// Purchases sent at half the rate the purchase phase reached, on a fixed schedule.
     PurchaseHalfPeak,
@@ -148,6 +159,7 @@ fn median_rounds(rounds: &[Vec<PhaseResult>]) -> Vec<PhaseResult> {
             let mut row = by_rate[by_rate.len() / 2].clone();
             let ratios: Vec<f64> = rounds
                 .iter()
+                .filter(|round| round[phase].name != DISK_PHASE_NAME)
                 .filter_map(|round| {
                     let ceiling = round.iter().find(|r| r.name.starts_with("no-op"))?;
                     Some(round[phase].per_second / ceiling.per_second.max(1.0))
@@ -271,14 +283,74 @@ where
     if !args.json {
         eprintln!();
     }
-    result.seconds = started.elapsed().as_secs_f64();
-    result.requests = histogram.len();
-    result.per_second = result.requests as f64 / result.seconds;
-    result.p50_us = histogram.value_at_quantile(0.50);
-    result.p90_us = histogram.value_at_quantile(0.90);
-    result.p99_us = histogram.value_at_quantile(0.99);
-    result.p999_us = histogram.value_at_quantile(0.999);
+    result.measured(&histogram, started.elapsed());
     result
+}
+
+impl PhaseResult {
+    /// Fills in the count, rate and percentiles of `histogram`, recorded over `elapsed`.
+    fn measured(&mut self, histogram: &Histogram<u64>, elapsed: Duration) {
+        self.seconds = elapsed.as_secs_f64();
+        self.requests = histogram.len();
+        self.per_second = self.requests as f64 / self.seconds;
+        self.p50_us = histogram.value_at_quantile(0.50);
+        self.p90_us = histogram.value_at_quantile(0.90);
+        self.p99_us = histogram.value_at_quantile(0.99);
+        self.p999_us = histogram.value_at_quantile(0.999);
+    }
+}
+
+/// One thread appends [`DISK_PROBE_WRITE_BYTES`] to a file in `dir` and `fdatasync`s it, again
+/// and again for `args.duration_s`. Every Coffer commit waits for such a sync, so this is the
+/// floor under its latency and the part of its tail that comes from the disk itself (a shared
+/// virtual disk stalls now and then, whatever writes to it). The file is removed afterwards.
+async fn disk_phase(args: &Args, dir: &std::path::Path) -> std::io::Result<PhaseResult> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("disk-probe.bin");
+    let duration = Duration::from_secs(args.duration_s);
+    let progress = !args.json;
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let page = [0x5a_u8; DISK_PROBE_WRITE_BYTES];
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram");
+        let started = Instant::now();
+        let mut offset = 0u64;
+        let mut next_report = Duration::from_secs(1);
+        while started.elapsed() < duration {
+            let began = Instant::now();
+            file.write_all_at(&page, offset)?;
+            file.sync_data()?;
+            histogram.saturating_record(began.elapsed().as_micros() as u64);
+            offset = (offset + page.len() as u64) % DISK_PROBE_FILE_BYTES_MAX;
+            if progress && started.elapsed() >= next_report {
+                next_report += Duration::from_secs(1);
+                eprint!(
+                    "\r  {DISK_PHASE_NAME}: {} syncs, {:.0}/s   ",
+                    histogram.len(),
+                    histogram.len() as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(file);
+        std::fs::remove_file(&path)?;
+        if progress {
+            eprintln!();
+        }
+        let mut result = PhaseResult {
+            name: DISK_PHASE_NAME.to_owned(),
+            ..PhaseResult::default()
+        };
+        result.measured(&histogram, elapsed);
+        Ok(result)
+    })
+    .await
+    .expect("disk phase thread")
 }
 
 /// Where a write phase starts: its number, to make its keys its own, and the newest transaction
@@ -569,6 +641,8 @@ async fn main() -> std::process::ExitCode {
     }
 
     let data_dir = tempfile::tempdir().expect("temporary directory");
+    // Beside the embedded server's data (same file system), never inside it.
+    let probe_dir = tempfile::tempdir().expect("temporary directory");
     let mut embedded = None;
     let (endpoint, admin_key) = match &args.endpoint {
         Some(endpoint) => match &args.admin_key {
@@ -644,6 +718,13 @@ async fn main() -> std::process::ExitCode {
         for phase in &args.phases {
             let result = match phase {
                 Phase::Noop => noop_phase(&args, &health).await,
+                Phase::Disk => match disk_phase(&args, probe_dir.path()).await {
+                    Ok(result) => result,
+                    Err(error) => {
+                        eprintln!("disk phase failed: {error}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                },
                 Phase::Purchase => {
                     purchase_phase(PURCHASE_PHASE_NAME, &args, &connections, args.players, None)
                         .await
@@ -736,12 +817,13 @@ async fn main() -> std::process::ExitCode {
             "errors"
         );
         for r in &results {
-            let vs_no_op = r
-                .vs_no_op
-                .or(ceiling.map(|c| r.per_second / c.max(1.0)))
-                .map_or(f64::NAN, |ratio| 100.0 * ratio);
+            // A sync is not a request: the disk row has no ratio.
+            let vs_no_op = match r.vs_no_op.or(ceiling.map(|c| r.per_second / c.max(1.0))) {
+                Some(ratio) if r.name != DISK_PHASE_NAME => format!("{:.0}%", 100.0 * ratio),
+                _ => "-".to_owned(),
+            };
             println!(
-                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.0}% {:>7}",
+                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7}",
                 r.name,
                 r.requests,
                 r.per_second,

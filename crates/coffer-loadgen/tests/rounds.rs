@@ -71,6 +71,40 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
     );
 }
 
+#[test]
+fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
+    // `--phases` adds to the purchase phase `run_loadgen` asks for.
+    let report = run_loadgen(2, &["--phases", "noop,disk"]);
+    let phases = report["phases"].as_array().expect("phases");
+    let named = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name:?} phase in {report}"))
+    };
+    let disk = named("disk: 4 KiB + fdatasync");
+    let syncs = disk["requests"].as_u64().expect("requests");
+    let seconds = disk["seconds"].as_f64().expect("seconds");
+    assert!(syncs > 0 && seconds >= 1.0, "{disk}");
+    assert!(
+        (disk["per_second"].as_f64().expect("rate") - syncs as f64 / seconds).abs() < 1e-6,
+        "{disk}"
+    );
+    let percentiles: Vec<u64> = ["p50_us", "p90_us", "p99_us", "p999_us"]
+        .iter()
+        .map(|p| disk[p].as_u64().expect("percentile"))
+        .collect();
+    assert!(percentiles[0] >= 1, "a sync takes time: {disk}");
+    assert!(percentiles.is_sorted(), "{disk}");
+    // A sync is not a request: no ratio to the transport ceiling; the purchase keeps its own.
+    assert!(disk.get("vs_no_op").is_none(), "{disk}");
+    assert!(
+        named("coffer purchase (durable)")["vs_no_op"]
+            .as_f64()
+            .is_some()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
     let data_dir = tempfile::tempdir().unwrap();

@@ -62,9 +62,13 @@ const JOURNAL_APPLIED_THROUGH: &str = "journal_applied_through";
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often waiting threads look again, in case a wake-up raced with a failure.
 const WAIT_POLL_MS: u64 = 50;
-/// Rows a checkpoint writes per durable commit. Smaller commits keep each `fsync` short, so the
-/// journal's own `fsync`s (the request path) never queue for long behind a checkpoint's.
-const CHECKPOINT_ROWS_PER_COMMIT: usize = 256;
+/// Rows a checkpoint writes per durable commit. Every commit costs two syncs (one with
+/// one-phase commit) and rewrites the branch pages above the leaves it touched, so the count of
+/// commits, not their size, is what loads a disk that limits operations per second: at 256 rows
+/// a peak-load checkpointer issued ≈ 7–8.5k write operations per second against ≈ 3–4.3k at
+/// 4,096, and spent ≈ 20 % more CPU per purchase. Commits stay bounded (a few MiB of pages), so a
+/// checkpoint's sync never holds the journal's syncs (the request path) for long.
+const CHECKPOINT_ROWS_PER_COMMIT: usize = 4_096;
 
 /// Whether the ledger file's commits use redb's two-phase commit unless told otherwise.
 pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
