@@ -195,10 +195,45 @@ enum Ended {
     Unexpected(String),
 }
 
-/// Runs `operation` from `args.concurrency` workers for `args.duration_s`. With `rate_per_s`
-/// the workers send on a fixed schedule (open loop) and each latency counts from the moment the
-/// request was due, so a server that falls behind shows it in the percentiles instead of
-/// slowing the generator down (no coordinated omission).
+/// Latencies, outcomes and the first unexpected error of a phase's requests.
+struct Tally {
+    histogram: Histogram<u64>,
+    expected: u64,
+    unexpected: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram"),
+            expected: 0,
+            unexpected: 0,
+            first_error: None,
+        }
+    }
+
+    fn record(&mut self, ended: Ended, latency: Duration) {
+        match ended {
+            Ended::Ok => {}
+            Ended::Expected => self.expected += 1,
+            Ended::Unexpected(error) => {
+                self.unexpected += 1;
+                self.first_error.get_or_insert(error);
+            }
+        }
+        self.histogram.saturating_record(latency.as_micros() as u64);
+    }
+}
+
+/// Runs `operation` for `args.duration_s`. Without `rate_per_s`, `args.concurrency` workers each
+/// send their next request as soon as the last one is answered (closed loop: the peak). With
+/// it, every request is sent when it is due on a fixed schedule, whether or not earlier ones are
+/// answered (open loop, as independent players send; at most [`CONCURRENCY_MAX`] in flight), and
+/// its latency counts from that moment, so a server that falls behind shows it in the
+/// percentiles instead of slowing the generator down (no coordinated omission). Request `n` of
+/// the schedule is `operation(n % concurrency, n / concurrency + 1)`, the same (worker,
+/// sequence) pairs, and so the same idempotency keys, a closed loop would use.
 async fn run_phase<F, Fut>(
     name: &str,
     args: &Args,
@@ -207,49 +242,79 @@ async fn run_phase<F, Fut>(
 ) -> PhaseResult
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Ended> + Send,
+    Fut: std::future::Future<Output = Ended> + Send + 'static,
 {
     let operation = Arc::new(operation);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut workers = Vec::new();
     let worker_count = args.concurrency.clamp(1, CONCURRENCY_MAX);
-    for worker in 0..worker_count {
-        let (operation, stop, done) =
-            (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
-        workers.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram");
-            let (mut expected, mut unexpected, mut first_error) = (0u64, 0u64, None);
-            let mut sequence = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                sequence += 1;
-                let began = match rate_per_s {
-                    Some(rate) => {
-                        let slot = (sequence - 1) * worker_count as u64 + worker as u64;
-                        let due = started + Duration::from_secs_f64(slot as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        due
+    let mut senders = Vec::new();
+    match rate_per_s {
+        None => {
+            for worker in 0..worker_count {
+                let (operation, stop, done) =
+                    (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
+                senders.push(tokio::spawn(async move {
+                    let mut tally = Tally::new();
+                    let mut sequence = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        sequence += 1;
+                        let began = Instant::now();
+                        let ended = operation(worker, sequence).await;
+                        tally.record(ended, began.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
-                    None => Instant::now(),
-                };
-                match operation(worker, sequence).await {
-                    Ended::Ok => {}
-                    Ended::Expected => expected += 1,
-                    Ended::Unexpected(error) => {
-                        unexpected += 1;
-                        first_error.get_or_insert(error);
+                    tally
+                }));
+            }
+        }
+        Some(rate) => {
+            let (operation, stop, done) =
+                (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
+            senders.push(tokio::spawn(async move {
+                let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
+                let in_flight = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY_MAX));
+                let mut requests = tokio::task::JoinSet::new();
+                let mut slot = 0u64;
+                loop {
+                    let due = started + Duration::from_secs_f64(slot as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let permit = Arc::clone(&in_flight)
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    let worker = (slot % worker_count as u64) as usize;
+                    let sequence = slot / worker_count as u64 + 1;
+                    let request = operation(worker, sequence);
+                    let (tally, done) = (Arc::clone(&tally), Arc::clone(&done));
+                    requests.spawn(async move {
+                        let ended = request.await;
+                        tally
+                            .lock()
+                            .expect("tally lock")
+                            .record(ended, due.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                    slot += 1;
+                    while let Some(finished) = requests.try_join_next() {
+                        finished.expect("request task");
                     }
                 }
-                histogram.saturating_record(began.elapsed().as_micros() as u64);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            (histogram, expected, unexpected, first_error)
-        }));
+                while let Some(finished) = requests.join_next().await {
+                    finished.expect("request task");
+                }
+                Arc::try_unwrap(tally)
+                    .ok()
+                    .expect("every request task has ended")
+                    .into_inner()
+                    .expect("tally lock")
+            }));
+        }
     }
     let deadline = started + Duration::from_secs(args.duration_s);
     while Instant::now() < deadline {
@@ -271,12 +336,14 @@ where
         name: name.to_owned(),
         ..PhaseResult::default()
     };
-    for worker in workers {
-        let (h, expected, unexpected, first_error) = worker.await.expect("worker");
-        histogram.add(&h).expect("same histogram shape");
-        result.expected_rejections += expected;
-        result.unexpected_errors += unexpected;
-        if let Some(error) = first_error {
+    for sender in senders {
+        let tally = sender.await.expect("sender task");
+        histogram
+            .add(&tally.histogram)
+            .expect("same histogram shape");
+        result.expected_rejections += tally.expected;
+        result.unexpected_errors += tally.unexpected;
+        if let Some(error) = tally.first_error {
             eprintln!("\n  {name}: unexpected error: {error}");
         }
     }

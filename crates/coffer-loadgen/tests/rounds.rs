@@ -72,6 +72,36 @@ fn every_purchase_counted_in_every_round_is_a_new_transaction() {
 }
 
 #[test]
+fn the_half_peak_phase_sends_on_its_schedule_and_every_request_is_a_new_transaction() {
+    // `--phases` adds to the purchase phase `run_loadgen` asks for: the peak, then half of it.
+    let report = run_loadgen(1, &["--phases", "purchase-half-peak"]);
+    let phases = report["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 2, "{report}");
+    let (peak, half) = (&phases[0], &phases[1]);
+    assert_eq!(half["name"], "purchase at half of peak");
+    // Requests go out when due, not when earlier ones are answered: one per slot of a schedule
+    // at half the peak's rate over the phase's second.
+    let scheduled = peak["per_second"].as_f64().expect("rate") / 2.0;
+    let sent = half["requests"].as_u64().expect("requests") as f64;
+    assert!(
+        (sent - scheduled).abs() <= scheduled * 0.02 + 2.0,
+        "{sent} requests sent against {scheduled:.0} scheduled: {half}"
+    );
+    let mut committed = 0;
+    for phase in phases {
+        assert_eq!(phase["unexpected_errors"], 0, "{phase}");
+        committed += phase["requests"].as_u64().expect("requests")
+            - phase["expected_rejections"].as_u64().expect("rejections");
+    }
+    assert_eq!(report["verifier"]["clean"], true);
+    assert_eq!(
+        report["verifier"]["transactions_checked"].as_u64(),
+        Some(SETUP_TRANSACTIONS + committed),
+        "every purchase of both phases committed a transaction of its own"
+    );
+}
+
+#[test]
 fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
     // `--phases` adds to the purchase phase `run_loadgen` asks for.
     let report = run_loadgen(2, &["--phases", "noop,disk"]);
