@@ -231,8 +231,8 @@ impl Tally {
 /// it, every request is sent when it is due on a fixed schedule, whether or not earlier ones are
 /// answered (open loop, as independent players send; at most [`CONCURRENCY_MAX`] in flight), and
 /// its latency counts from that moment, so a server that falls behind shows it in the
-/// percentiles instead of slowing the generator down (no coordinated omission). Request `n` of
-/// the schedule is `operation(n % concurrency, n / concurrency + 1)`, the same (worker,
+/// percentiles instead of slowing the generator down (no coordinated omission); the schedule
+/// has `ceil(rate_per_s × duration_s)` slots and every one is sent. Request `n` of the schedule is `operation(n % concurrency, n / concurrency + 1)`, the same (worker,
 /// sequence) pairs, and so the same idempotency keys, a closed loop would use.
 async fn run_phase<F, Fut>(
     name: &str,
@@ -270,19 +270,17 @@ where
             }
         }
         Some(rate) => {
-            let (operation, stop, done) =
-                (Arc::clone(&operation), Arc::clone(&stop), Arc::clone(&done));
+            let (operation, done) = (Arc::clone(&operation), Arc::clone(&done));
+            let duration_s = args.duration_s as f64;
             senders.push(tokio::spawn(async move {
                 let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
                 let in_flight = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY_MAX));
                 let mut requests = tokio::task::JoinSet::new();
+                // Every slot of the schedule is sent, also by a generator that fell behind it.
                 let mut slot = 0u64;
-                loop {
+                while (slot as f64) / rate < duration_s {
                     let due = started + Duration::from_secs_f64(slot as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
                     let permit = Arc::clone(&in_flight)
                         .acquire_owned()
                         .await
