@@ -39,36 +39,45 @@ fn run_loadgen(rounds: u32, extra: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON")
 }
 
+/// Purchases of one phase's report that committed a transaction, once it had no unexpected error.
+fn committed(phase: &Value) -> u64 {
+    assert_eq!(phase["unexpected_errors"], 0, "{phase}");
+    // Refusals (a full stack) are counted as requests but commit no transaction.
+    let requests = phase["requests"].as_u64().expect("requests");
+    let refused = phase["expected_rejections"].as_u64().expect("rejections");
+    assert!(
+        refused < requests / 2,
+        "most purchases must go through: {phase}"
+    );
+    requests - refused
+}
+
 /// Purchases that committed a transaction over all rounds of a report; none was a replay.
 fn purchases_committed(report: &Value) -> u64 {
     let mut purchases = 0;
     for round in report["rounds"].as_array().expect("rounds") {
         let phase = &round[0];
         assert_eq!(phase["name"], "coffer purchase (durable)");
-        assert_eq!(phase["unexpected_errors"], 0, "{phase}");
-        // Refusals (a full stack) are counted as requests but commit no transaction.
-        let requests = phase["requests"].as_u64().expect("requests");
-        let refused = phase["expected_rejections"].as_u64().expect("rejections");
-        assert!(
-            refused < requests / 2,
-            "most purchases must go through: {phase}"
-        );
-        purchases += requests - refused;
+        purchases += committed(phase);
     }
     purchases
+}
+
+/// The verifier found a clean ledger holding the setup's transactions and `purchases` more.
+fn assert_ledger_holds(report: &Value, purchases: u64) {
+    assert_eq!(report["verifier"]["clean"], true, "{report}");
+    assert_eq!(
+        report["verifier"]["transactions_checked"].as_u64(),
+        Some(SETUP_TRANSACTIONS + purchases),
+        "the ledger holds one transaction per purchase counted, and no other"
+    );
 }
 
 #[test]
 fn every_purchase_counted_in_every_round_is_a_new_transaction() {
     let report = run_loadgen(3, &[]);
     assert_eq!(report["rounds"].as_array().expect("rounds").len(), 3);
-    let purchases = purchases_committed(&report);
-    assert_eq!(report["verifier"]["clean"], true);
-    assert_eq!(
-        report["verifier"]["transactions_checked"].as_u64(),
-        Some(SETUP_TRANSACTIONS + purchases),
-        "the ledger holds one transaction per purchase counted, over all rounds"
-    );
+    assert_ledger_holds(&report, purchases_committed(&report));
 }
 
 #[test]
@@ -87,18 +96,8 @@ fn the_half_peak_phase_sends_on_its_schedule_and_every_request_is_a_new_transact
         (sent - slots).abs() <= 1.0,
         "{sent} requests sent against {slots} slots scheduled: {half}"
     );
-    let mut committed = 0;
-    for phase in phases {
-        assert_eq!(phase["unexpected_errors"], 0, "{phase}");
-        committed += phase["requests"].as_u64().expect("requests")
-            - phase["expected_rejections"].as_u64().expect("rejections");
-    }
-    assert_eq!(report["verifier"]["clean"], true);
-    assert_eq!(
-        report["verifier"]["transactions_checked"].as_u64(),
-        Some(SETUP_TRANSACTIONS + committed),
-        "every purchase of both phases committed a transaction of its own"
-    );
+    // Every purchase of both phases committed a transaction of its own.
+    assert_ledger_holds(&report, phases.iter().map(committed).sum());
 }
 
 #[test]
@@ -154,13 +153,10 @@ async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
     })
     .await
     .unwrap();
-    let purchases = purchases_committed(&first) + purchases_committed(&second);
-    assert_eq!(second["verifier"]["clean"], true);
     // The second run's setup grants are replays of the first's (same players, same keys).
-    assert_eq!(
-        second["verifier"]["transactions_checked"].as_u64(),
-        Some(SETUP_TRANSACTIONS + purchases),
-        "the ledger holds one transaction per purchase counted, over both runs"
+    assert_ledger_holds(
+        &second,
+        purchases_committed(&first) + purchases_committed(&second),
     );
     server.shutdown().await.unwrap();
 }
