@@ -37,6 +37,13 @@ const DISK_PROBE_WRITE_BYTES: usize = 4_096;
 const DISK_PROBE_FILE_BYTES_MAX: u64 = 64 << 20;
 /// The name the disk phase reports under.
 const DISK_PHASE_NAME: &str = "disk: 4 KiB + fdatasync";
+/// Longest wait before a phase for the server's checkpointer to fold in earlier writes (growing
+/// the data to millions of players leaves the most).
+const SETTLE_TIMEOUT_S: u64 = 900;
+/// How often the generator reads the server's checkpoint lag while it waits.
+const SETTLE_POLL_MS: u64 = 100;
+/// The server's gauge of committed batches its checkpointer has not folded in yet.
+const RECORDS_PENDING_METRIC: &str = "coffer_journal_records_pending";
 
 /// Counts the write phases run so far, so no two phases (in a round or across rounds) share an
 /// idempotency key: a repeated key is answered from its stored outcome, a replay that does no work.
@@ -62,6 +69,11 @@ struct Args {
     /// Admin key of the server given with --endpoint (the embedded server's is used otherwise).
     #[arg(long, env = "COFFER_ADMIN_KEY")]
     admin_key: Option<String>,
+    /// Metrics address (host:port) of the server given with --endpoint. With it (and always with
+    /// the embedded server), every phase starts once the server's checkpointer has folded in
+    /// what was written before it, so no phase pays for an earlier one's writes.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Virtual players.
     #[arg(long, default_value_t = 10_000)]
     players: usize,
@@ -137,6 +149,10 @@ struct PhaseResult {
     /// Over several rounds: the median of this phase's ratios to the no-op phase of its round.
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_no_op: Option<f64>,
+    /// How long the phase waited, before it started, for the server's checkpointer to fold in
+    /// earlier writes (absent when the server's metrics were not reachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settle_s: Option<f64>,
 }
 
 /// Each phase's median round (by throughput), with the median of its per-round ratios to that
@@ -416,6 +432,71 @@ async fn disk_phase(args: &Args, dir: &std::path::Path) -> std::io::Result<Phase
     })
     .await
     .expect("disk phase thread")
+}
+
+/// Waits until the server's checkpointer has folded in every batch committed so far (its
+/// [`RECORDS_PENDING_METRIC`] reads 0) and returns how long that took. The checkpointer works
+/// behind the request path, on the same cores: a phase that started while it still folded in
+/// an earlier phase's writes (or the players the data was just grown by) would pay for them.
+async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let body = scrape_metrics(metrics_addr).await?;
+        let pending = body
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(RECORDS_PENDING_METRIC))
+                    .then(|| fields.next()?.parse::<f64>().ok())
+                    .flatten()
+            })
+            .ok_or_else(|| format!("{metrics_addr}/metrics has no {RECORDS_PENDING_METRIC}"))?;
+        if pending == 0.0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= Duration::from_secs(SETTLE_TIMEOUT_S) {
+            return Err(format!(
+                "the server still had {pending} batches to checkpoint after {SETTLE_TIMEOUT_S} s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
+    }
+}
+
+/// The body of `GET /metrics` at `addr`.
+async fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let failed = |error: std::io::Error| format!("scraping {addr}/metrics: {error}");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(failed)?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(failed)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.map_err(failed)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(format!(
+            "{addr}/metrics answered: {}",
+            response.lines().next().unwrap_or("nothing")
+        )),
+    }
+}
+
+/// [`settle`] before a phase, when the server's metrics are reachable; says so when it waited.
+async fn settle_before_phase(
+    metrics_addr: Option<std::net::SocketAddr>,
+    args: &Args,
+) -> Result<Option<f64>, String> {
+    let Some(addr) = metrics_addr else {
+        return Ok(None);
+    };
+    let waited = settle(addr).await?;
+    if !args.json && waited >= Duration::from_secs(1) {
+        eprintln!(
+            "  waited {:.1} s for the server's checkpoints",
+            waited.as_secs_f64()
+        );
+    }
+    Ok(Some(waited.as_secs_f64()))
 }
 
 /// Where a write phase starts: its number, to make its keys its own, and the newest transaction
@@ -709,6 +790,7 @@ async fn main() -> std::process::ExitCode {
     // Beside the embedded server's data (same file system), never inside it.
     let probe_dir = tempfile::tempdir().expect("temporary directory");
     let mut embedded = None;
+    let mut metrics_addr = args.metrics_addr;
     let (endpoint, admin_key) = match &args.endpoint {
         Some(endpoint) => match &args.admin_key {
             Some(key) => (endpoint.clone(), key.clone()),
@@ -725,6 +807,7 @@ async fn main() -> std::process::ExitCode {
             config.limits.key_burst = u32::MAX;
             config.redb.two_phase_commit = args.redb_two_phase_commit;
             config.redb.checkpoint_interval_ms = args.redb_checkpoint_interval_ms;
+            config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
             let server = coffer_server::start(config)
                 .await
                 .expect("embedded server starts");
@@ -733,6 +816,7 @@ async fn main() -> std::process::ExitCode {
                 .development_admin_key
                 .clone()
                 .expect("development key");
+            metrics_addr = server.metrics_addr;
             embedded = Some(server);
             (endpoint, key)
         }
@@ -760,6 +844,12 @@ async fn main() -> std::process::ExitCode {
         );
     }
 
+    if metrics_addr.is_none() && !args.json {
+        eprintln!(
+            "no --metrics-addr: phases start without waiting for the server's checkpoints, so a phase may pay for an earlier one's writes"
+        );
+    }
+
     let channels: Vec<tonic::transport::Channel> = {
         let mut channels = Vec::new();
         for _ in 0..args.connections.max(1) {
@@ -781,7 +871,14 @@ async fn main() -> std::process::ExitCode {
         }
         let mut results = Vec::new();
         for phase in &args.phases {
-            let result = match phase {
+            let settled = match settle_before_phase(metrics_addr, &args).await {
+                Ok(settled) => settled,
+                Err(error) => {
+                    eprintln!("waiting for the server's checkpoints failed: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let mut result = match phase {
                 Phase::Noop => noop_phase(&args, &health).await,
                 Phase::Disk => match disk_phase(&args, probe_dir.path()).await {
                     Ok(result) => result,
@@ -824,6 +921,7 @@ async fn main() -> std::process::ExitCode {
                     None => continue,
                 },
             };
+            result.settle_s = settled;
             results.push(result);
         }
         rounds.push(results);
@@ -845,8 +943,17 @@ async fn main() -> std::process::ExitCode {
             }
             prepared = players;
         }
+        let settled = match settle_before_phase(metrics_addr, &args).await {
+            Ok(settled) => settled,
+            Err(error) => {
+                eprintln!("waiting for the server's checkpoints failed: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let name = format!("purchase @ {players} players");
-        results.push(purchase_phase(&name, &args, &connections, players, None).await);
+        let mut result = purchase_phase(&name, &args, &connections, players, None).await;
+        result.settle_s = settled;
+        results.push(result);
     }
     let report = match admin.verify_ledger().await {
         Ok(report) => report,

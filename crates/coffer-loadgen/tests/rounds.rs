@@ -134,6 +134,37 @@ fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
     );
 }
 
+#[test]
+fn every_phase_starts_once_the_server_has_checkpointed_what_was_written_before_it() {
+    // Changes wait up to 3 s in memory before a checkpoint, so right after a 1-second write
+    // phase about 2 s of that wait remain; a no-op phase must not start before it is over.
+    let report = run_loadgen(
+        2,
+        &["--phases", "noop", "--redb-checkpoint-interval-ms", "3000"],
+    );
+    for round in report["rounds"].as_array().expect("rounds") {
+        let [purchase, noop] = round.as_array().expect("phases").as_slice() else {
+            panic!("two phases per round: {round}");
+        };
+        assert_eq!(purchase["name"], "coffer purchase (durable)");
+        assert!(noop["name"].as_str().expect("name").starts_with("no-op"));
+        let settled = |phase: &Value| phase["settle_s"].as_f64().expect("settle_s");
+        assert!(
+            settled(noop) >= 1.0,
+            "the phase after the purchases waited for their checkpoint: {round}"
+        );
+        assert!(settled(purchase) >= 0.0, "{round}");
+    }
+    // The first purchase phase followed the setup's writes, which wait the same way.
+    assert!(
+        report["rounds"][0][0]["settle_s"]
+            .as_f64()
+            .expect("settle_s")
+            >= 1.0
+    );
+    assert_ledger_holds(&report, purchases_committed(&report));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
     let data_dir = tempfile::tempdir().unwrap();
