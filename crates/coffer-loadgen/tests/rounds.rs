@@ -165,6 +165,39 @@ fn every_phase_starts_once_the_server_has_checkpointed_what_was_written_before_i
     assert_ledger_holds(&report, purchases_committed(&report));
 }
 
+#[test]
+fn a_data_size_phase_runs_once_per_round_and_reports_its_median_run() {
+    const GROWN_TO: u64 = 1_500;
+    let report = run_loadgen(2, &["--scale-players", &GROWN_TO.to_string()]);
+    let runs = report["scale_runs"][0].as_array().expect("scale runs");
+    assert_eq!(runs.len(), 2, "one run per round: {report}");
+    let name = format!("purchase @ {GROWN_TO} players");
+    let mut rates: Vec<f64> = runs
+        .iter()
+        .map(|run| {
+            assert_eq!(run["name"], name.as_str());
+            run["per_second"].as_f64().expect("rate")
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let row = report["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .find(|phase| phase["name"] == name.as_str())
+        .expect("the data size row");
+    // Of two runs, the median index (len / 2) is the faster one, as for the rounds' rows.
+    assert_eq!(row["per_second"].as_f64(), Some(rates[1]), "{report}");
+    // Growing adds an opening per new player and one grant per 200; every run's purchases are
+    // new transactions too.
+    let grown = GROWN_TO - PLAYERS;
+    let scale_purchases: u64 = runs.iter().map(committed).sum();
+    assert_ledger_holds(
+        &report,
+        grown + grown.div_ceil(200) + purchases_committed(&report) + scale_purchases,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
     let data_dir = tempfile::tempdir().unwrap();
