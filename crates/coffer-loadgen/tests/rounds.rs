@@ -153,15 +153,9 @@ fn every_phase_starts_once_the_server_has_checkpointed_what_was_written_before_i
             settled(noop) >= 1.0,
             "the phase after the purchases waited for their checkpoint: {round}"
         );
+        // Every phase reports its wait, also one that had nothing to wait for.
         assert!(settled(purchase) >= 0.0, "{round}");
     }
-    // The first purchase phase followed the setup's writes, which wait the same way.
-    assert!(
-        report["rounds"][0][0]["settle_s"]
-            .as_f64()
-            .expect("settle_s")
-            >= 1.0
-    );
     assert_ledger_holds(&report, purchases_committed(&report));
 }
 
