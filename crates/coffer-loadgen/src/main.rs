@@ -482,14 +482,17 @@ async fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String, String> {
 }
 
 /// [`settle`] before a phase, when the server's metrics are reachable; says so when it waited.
+/// A failure is printed here; the run then ends.
 async fn settle_before_phase(
     metrics_addr: Option<std::net::SocketAddr>,
     args: &Args,
-) -> Result<Option<f64>, String> {
+) -> Result<Option<f64>, ()> {
     let Some(addr) = metrics_addr else {
         return Ok(None);
     };
-    let waited = settle(addr).await?;
+    let waited = settle(addr).await.map_err(|error| {
+        eprintln!("waiting for the server's checkpoints failed: {error}");
+    })?;
     if !args.json && waited >= Duration::from_secs(1) {
         eprintln!(
             "  waited {:.1} s for the server's checkpoints",
@@ -871,12 +874,8 @@ async fn main() -> std::process::ExitCode {
         }
         let mut results = Vec::new();
         for phase in &args.phases {
-            let settled = match settle_before_phase(metrics_addr, &args).await {
-                Ok(settled) => settled,
-                Err(error) => {
-                    eprintln!("waiting for the server's checkpoints failed: {error}");
-                    return std::process::ExitCode::FAILURE;
-                }
+            let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
+                return std::process::ExitCode::FAILURE;
             };
             let mut result = match phase {
                 Phase::Noop => noop_phase(&args, &health).await,
@@ -949,12 +948,8 @@ async fn main() -> std::process::ExitCode {
         let name = format!("purchase @ {players} players");
         let mut runs = Vec::new();
         for _ in 0..args.rounds.max(1) {
-            let settled = match settle_before_phase(metrics_addr, &args).await {
-                Ok(settled) => settled,
-                Err(error) => {
-                    eprintln!("waiting for the server's checkpoints failed: {error}");
-                    return std::process::ExitCode::FAILURE;
-                }
+            let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
+                return std::process::ExitCode::FAILURE;
             };
             let mut result = purchase_phase(&name, &args, &connections, players, None).await;
             result.settle_s = settled;
