@@ -19,6 +19,9 @@ use coffer_client::{ClientError, CofferClient, Rejection, pb};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+mod server_latency;
+use server_latency::{RequestDurations, ServerLatency};
+
 /// Most operations one worker keeps in flight (workers = concurrency).
 const CONCURRENCY_MAX: usize = 4_096;
 /// Players granted per Execute call while preparing.
@@ -153,6 +156,9 @@ struct PhaseResult {
     /// earlier writes (absent when the server's metrics were not reachable).
     #[serde(skip_serializing_if = "Option::is_none")]
     settle_s: Option<f64>,
+    /// The same phase in the server's own request histogram (absent without its metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<ServerLatency>,
 }
 
 /// Each phase's median round (by throughput), with the median of its per-round ratios to that
@@ -500,6 +506,32 @@ async fn settle_before_phase(
         );
     }
     Ok(Some(waited.as_secs_f64()))
+}
+
+/// The server's request histogram now, when its metrics are reachable. A failed scrape only
+/// costs the phase its server-side column, so it is reported and the run goes on.
+async fn request_durations(metrics_addr: Option<std::net::SocketAddr>) -> Option<RequestDurations> {
+    let body = match scrape_metrics(metrics_addr?).await {
+        Ok(body) => body,
+        Err(error) => {
+            eprintln!("  no server-side latency for this phase: {error}");
+            return None;
+        }
+    };
+    RequestDurations::parse(&body)
+        .map_err(|error| eprintln!("  no server-side latency for this phase: {error}"))
+        .ok()
+}
+
+/// Fills in the server's view of the phase that ran between the two scrapes.
+fn add_server_latency(
+    result: &mut PhaseResult,
+    before: Option<RequestDurations>,
+    after: Option<RequestDurations>,
+) {
+    if let (Some(before), Some(after)) = (before, after) {
+        result.server = ServerLatency::between(&before, &after);
+    }
 }
 
 /// Where a write phase starts: its number, to make its keys its own, and the newest transaction
@@ -877,6 +909,7 @@ async fn main() -> std::process::ExitCode {
             let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
                 return std::process::ExitCode::FAILURE;
             };
+            let before = request_durations(metrics_addr).await;
             let mut result = match phase {
                 Phase::Noop => noop_phase(&args, &health).await,
                 Phase::Disk => match disk_phase(&args, probe_dir.path()).await {
@@ -921,6 +954,7 @@ async fn main() -> std::process::ExitCode {
                 },
             };
             result.settle_s = settled;
+            add_server_latency(&mut result, before, request_durations(metrics_addr).await);
             results.push(result);
         }
         rounds.push(results);
@@ -951,8 +985,10 @@ async fn main() -> std::process::ExitCode {
             let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
                 return std::process::ExitCode::FAILURE;
             };
+            let before = request_durations(metrics_addr).await;
             let mut result = purchase_phase(&name, &args, &connections, players, None).await;
             result.settle_s = settled;
+            add_server_latency(&mut result, before, request_durations(metrics_addr).await);
             runs.push(result);
         }
         let mut by_rate: Vec<&PhaseResult> = runs.iter().collect();
@@ -988,7 +1024,7 @@ async fn main() -> std::process::ExitCode {
             .find(|r| r.name.starts_with("no-op"))
             .map(|r| r.per_second);
         println!(
-            "{:<32} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "{:<32} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11}",
             "phase",
             "requests",
             "per sec",
@@ -997,7 +1033,8 @@ async fn main() -> std::process::ExitCode {
             "p99 ms",
             "p99.9 ms",
             "vs no-op",
-            "errors"
+            "errors",
+            "server p99"
         );
         for r in &results {
             // A sync is not a request: the disk row has no ratio.
@@ -1005,8 +1042,16 @@ async fn main() -> std::process::ExitCode {
                 Some(ratio) if r.name != DISK_PHASE_NAME => format!("{:.0}%", 100.0 * ratio),
                 _ => "-".to_owned(),
             };
+            // A bucket bound: the server answered 99 % of the phase within it.
+            let server_p99 = match &r.server {
+                Some(server) => match server.p99_us_at_most {
+                    Some(us) => format!("<= {}", us as f64 / 1000.0),
+                    None => "> max".to_owned(),
+                },
+                None => "-".to_owned(),
+            };
             println!(
-                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7}",
+                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>11}",
                 r.name,
                 r.requests,
                 r.per_second,
@@ -1015,7 +1060,8 @@ async fn main() -> std::process::ExitCode {
                 r.p99_us as f64 / 1000.0,
                 r.p999_us as f64 / 1000.0,
                 vs_no_op,
-                r.unexpected_errors
+                r.unexpected_errors,
+                server_p99
             );
         }
         if rounds.len() > 1 {

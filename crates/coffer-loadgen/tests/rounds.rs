@@ -135,6 +135,32 @@ fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
 }
 
 #[test]
+fn the_server_side_latency_of_a_phase_counts_exactly_the_requests_the_generator_sent() {
+    // `--phases` adds to the purchase phase `run_loadgen` asks for.
+    let report = run_loadgen(1, &["--phases", "noop,disk"]);
+    for phase in report["phases"].as_array().expect("phases") {
+        if phase["name"] == "disk: 4 KiB + fdatasync" {
+            assert!(phase.get("server").is_none(), "no server call: {phase}");
+            continue;
+        }
+        let server = &phase["server"];
+        // Each phase reads only its own requests off the server's histogram: not the setup's,
+        // not an earlier phase's.
+        assert_eq!(server["requests"], phase["requests"], "{phase}");
+        let p50 = server["p50_us_at_most"].as_u64().expect("a bounded median");
+        let p99 = server["p99_us_at_most"].as_u64().expect("a bounded p99");
+        assert!(p50 <= p99, "{phase}");
+        // The server's time is part of the generator's round trip, so the bucket its median
+        // falls in starts below the generator's median (5/3 is the widest step between bounds).
+        let client_p50 = phase["p50_us"].as_u64().expect("client median") as f64;
+        assert!(
+            p50 as f64 <= client_p50 * 5.0 / 3.0 + 1.0,
+            "server median at most {p50} µs against {client_p50} µs round trip: {phase}"
+        );
+    }
+}
+
+#[test]
 fn every_phase_starts_once_the_server_has_checkpointed_what_was_written_before_it() {
     // Changes wait up to 3 s in memory before a checkpoint, so right after a 1-second write
     // phase about 2 s of that wait remain; a no-op phase must not start before it is over.

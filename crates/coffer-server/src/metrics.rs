@@ -42,9 +42,23 @@ const OTHER_METHODS: [&str; 4] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Buckets of request and commit durations: 100 µs to about 3.3 s, doubling.
+/// Steps of the duration buckets within each decade. Finer than doubling, so a percentile read
+/// off the buckets is within a factor 1.7 instead of 2, and round limits a service level is
+/// stated in (1 ms, 10 ms, 100 ms) are bucket bounds: the share of requests within them is
+/// exact.
+const DURATION_BUCKET_STEPS: [f64; 6] = [1.0, 1.5, 2.0, 3.0, 5.0, 7.0];
+
+/// Decades the duration buckets cover: 100 µs (10^-4 s) up to 7 s.
+const DURATION_BUCKET_DECADES: std::ops::RangeInclusive<i32> = -4..=0;
+
+/// Buckets of request and commit durations: 100 µs to 7 s, six per decade.
 fn duration_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.000_1, 2.0, 16)
+    DURATION_BUCKET_DECADES.flat_map(|decade| {
+        // Rounded to the step's digits, so bounds print as 0.015, not 0.015000000000000001.
+        DURATION_BUCKET_STEPS
+            .into_iter()
+            .map(move |step| format!("{step}e{decade}").parse().expect("a float literal"))
+    })
 }
 
 fn request_duration_histogram() -> Histogram {
@@ -522,6 +536,31 @@ mod tests {
         ] {
             assert_eq!(method_label(odd), UNKNOWN_METHOD, "{odd:?}");
         }
+    }
+
+    #[test]
+    fn duration_buckets_rise_six_per_decade_and_have_round_limits_as_bounds() {
+        let bounds: Vec<f64> = duration_buckets().collect();
+        assert_eq!(bounds.len(), 30);
+        assert_eq!(bounds.first(), Some(&0.000_1));
+        assert_eq!(bounds.last(), Some(&7.0));
+        assert!(
+            bounds.windows(2).all(|pair| pair[0] < pair[1]),
+            "{bounds:?}"
+        );
+        for limit in [0.001, 0.01, 0.1, 1.0] {
+            assert!(bounds.contains(&limit), "{limit} is a bound");
+        }
+        // As a scraper reads them: short decimals, not binary float noise.
+        let mut histogram = Histogram::new(duration_buckets());
+        histogram.observe(0.012);
+        let mut registry = Registry::default();
+        registry.register("d", "durations", histogram);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("d_bucket{le=\"0.01\"} 0"), "{text}");
+        assert!(text.contains("d_bucket{le=\"0.015\"} 1"), "{text}");
+        assert!(text.contains("d_bucket{le=\"0.0003\"} 0"), "{text}");
     }
 
     #[test]
