@@ -808,6 +808,45 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
     .await
 }
 
+/// The embedded server on a tokio runtime of its own, as the server has in a process of its
+/// own. On the generator's runtime, client and server tasks took turns on the same workers:
+/// the no-op ceiling then ran at anything from ≈ 47k to 72k calls/s from one run to the next
+/// on the same machine (72–73k with the server as its own process) while the purchase rate
+/// did not move with it, so the ratio to the ceiling depended on that draw.
+fn embedded_server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("coffer-server-rt")
+        .build()
+        .expect("the embedded server's runtime")
+}
+
+/// The embedded server and its runtime. A runtime cannot be dropped from async code (it would
+/// block), so dropping this, also on an early return, lets the runtime's threads end in the
+/// background.
+struct EmbeddedServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<coffer_server::RunningServer>,
+}
+
+impl EmbeddedServer {
+    /// Stops the server on its own runtime: the writer drains and the checkpointer folds in
+    /// what is left before this returns.
+    async fn shutdown(&mut self) {
+        if let (Some(runtime), Some(server)) = (&self.runtime, self.server.take()) {
+            let _ = runtime.spawn(server.shutdown()).await;
+        }
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -843,8 +882,11 @@ async fn main() -> std::process::ExitCode {
             config.redb.two_phase_commit = args.redb_two_phase_commit;
             config.redb.checkpoint_interval_ms = args.redb_checkpoint_interval_ms;
             config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
-            let server = coffer_server::start(config)
+            let runtime = embedded_server_runtime();
+            let server = runtime
+                .spawn(coffer_server::start(config))
                 .await
+                .expect("the embedded server's start task")
                 .expect("embedded server starts");
             let endpoint = format!("http://{}", server.local_addr);
             let key = server
@@ -852,7 +894,10 @@ async fn main() -> std::process::ExitCode {
                 .clone()
                 .expect("development key");
             metrics_addr = server.metrics_addr;
-            embedded = Some(server);
+            embedded = Some(EmbeddedServer {
+                runtime: Some(runtime),
+                server: Some(server),
+            });
             (endpoint, key)
         }
     };
@@ -1090,8 +1135,8 @@ async fn main() -> std::process::ExitCode {
             report.transactions_checked
         );
     }
-    if let Some(server) = embedded {
-        let _ = server.shutdown().await;
+    if let Some(mut embedded) = embedded {
+        embedded.shutdown().await;
     }
     if !report.clean || unexpected > 0 {
         return std::process::ExitCode::FAILURE;
