@@ -511,14 +511,9 @@ async fn settle_before_phase(
 /// The server's request histogram now, when its metrics are reachable. A failed scrape only
 /// costs the phase its server-side column, so it is reported and the run goes on.
 async fn request_durations(metrics_addr: Option<std::net::SocketAddr>) -> Option<RequestDurations> {
-    let body = match scrape_metrics(metrics_addr?).await {
-        Ok(body) => body,
-        Err(error) => {
-            eprintln!("  no server-side latency for this phase: {error}");
-            return None;
-        }
-    };
-    RequestDurations::parse(&body)
+    let scraped = scrape_metrics(metrics_addr?).await;
+    scraped
+        .and_then(|body| RequestDurations::parse(&body))
         .map_err(|error| eprintln!("  no server-side latency for this phase: {error}"))
         .ok()
 }
