@@ -552,7 +552,7 @@ mod tests {
             assert!(bounds.contains(&limit), "{limit} is a bound");
         }
         // As a scraper reads them: short decimals, not binary float noise.
-        let mut histogram = Histogram::new(duration_buckets());
+        let histogram = Histogram::new(duration_buckets());
         histogram.observe(0.012);
         let mut registry = Registry::default();
         registry.register("d", "durations", histogram);
