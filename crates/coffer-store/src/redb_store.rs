@@ -58,8 +58,11 @@ const CATALOG: &str = "catalog";
 /// The sequence number of the newest journal record the ledger file's tables include.
 const JOURNAL_APPLIED_THROUGH: &str = "journal_applied_through";
 
-/// How long a change waits in memory at most before a checkpoint, when the server is quiet.
-pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// How long a change waits in memory at most before a checkpoint (it is durable in the journal
+/// all along). At a million players a checkpoint's cost is its count of distinct leaves, and
+/// 4 s generations share them: purchases at 1M reached 95 % of the 10k rate against 69–82 % with
+/// 1 s generations (separate server, 30-s phases, alternating), at the same rate at 10k.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 4_000;
 /// How often waiting threads look again, in case a wake-up raced with a failure.
 const WAIT_POLL_MS: u64 = 50;
 /// Rows a checkpoint writes per durable commit. Every commit costs two syncs (one with
