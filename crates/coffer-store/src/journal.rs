@@ -181,6 +181,19 @@ impl Generation {
         self.weight >= GENERATION_WEIGHT_MAX
     }
 
+    /// An empty generation whose maps have room for as many entries as `previous` ended with.
+    /// At a steady rate it then never grows them: growing a map of ~100k entries rehashes all
+    /// of them at once, milliseconds in which the writer prepares no batch and every request in
+    /// flight waits.
+    fn sized_like(previous: &Generation) -> Generation {
+        Generation {
+            accounts: HashMap::with_capacity(previous.accounts.len()),
+            history: HashMap::with_capacity(previous.history.len()),
+            idempotency: HashMap::with_capacity(previous.idempotency.len()),
+            ..Generation::default()
+        }
+    }
+
     pub fn age(&self) -> Duration {
         self.started
             .map_or(Duration::ZERO, |started| started.elapsed())
@@ -213,7 +226,8 @@ impl Overlay {
         if self.active.is_empty() {
             return None;
         }
-        let generation = std::mem::take(&mut self.active);
+        let next = Generation::sized_like(&self.active);
+        let generation = std::mem::replace(&mut self.active, next);
         let last_seq = generation.last_seq;
         self.frozen.push_back(Arc::new(generation));
         Some(last_seq)
@@ -416,6 +430,36 @@ mod tests {
         let (ids, _) = overlay.transactions_in(2.., 1);
         assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [2]);
         assert_eq!(overlay.next_transaction_id(), Some(4));
+    }
+
+    #[test]
+    fn a_new_generation_has_room_for_as_many_entries_as_the_one_frozen_before_it() {
+        let mut overlay = Overlay::default();
+        let mut batch = changes(
+            (1..=500)
+                .map(|id| transaction(id, &format!("p{id}"), 1))
+                .collect(),
+        );
+        for id in 1..=500 {
+            batch
+                .accounts
+                .insert(AccountId::player(&format!("p{id}")), Arc::default());
+            batch.idempotency.push((
+                IdempotencyKey::player(&format!("p{id}"), "k"),
+                StoredOutcome {
+                    fingerprint: [0; 32],
+                    result: Ok(id),
+                },
+            ));
+        }
+        overlay.active.absorb(1, &batch);
+        assert_eq!(overlay.freeze(), Some(1));
+
+        let next = &overlay.active;
+        assert!(next.is_empty());
+        assert!(next.accounts.capacity() >= 500);
+        assert!(next.history.capacity() >= 500);
+        assert!(next.idempotency.capacity() >= 500);
     }
 
     #[test]
