@@ -460,6 +460,15 @@ mod tests {
         assert!(next.accounts.capacity() >= 500);
         assert!(next.history.capacity() >= 500);
         assert!(next.idempotency.capacity() >= 500);
+
+        // Room follows what the last generation held, not what it had room for: after a burst
+        // a quiet generation does not pass the burst's size on.
+        overlay
+            .active
+            .absorb(2, &changes(vec![transaction(501, "p1", 2)]));
+        assert_eq!(overlay.freeze(), Some(2));
+        assert!(overlay.active.history.capacity() < 500);
+        assert!(overlay.active.accounts.capacity() < 500);
     }
 
     #[test]
