@@ -11,7 +11,11 @@
 //! covering everything after itself. A segment is named after the sequence number of its first
 //! record. Segments whose records are all checkpointed are renamed to be the next segment
 //! (recycled, so steady-state writes overwrite blocks the file already has instead of growing
-//! it, which spares the file system a metadata update per `fdatasync`). Reading a segment stops
+//! it, which spares the file system a metadata update per `fdatasync`). Where no segment can be
+//! recycled (a fresh journal, or one growing while checkpoints lag), a new segment is renamed
+//! from a spare that a background thread zero-filled and synced beforehand, for the same
+//! reason; a journal that had to start a segment by growing a file moves to the spare as soon
+//! as it is ready. Reading a segment stops
 //! at the first record that is torn, damaged, or not the next in sequence: the bytes after the
 //! last record are either never written or left from the segment's previous life, and records
 //! from an earlier life always carry older sequence numbers.
@@ -20,7 +24,8 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use crate::StoreError;
 use crate::faults::StorageFaults;
@@ -32,6 +37,23 @@ pub const JOURNAL_DIR_NAME: &str = "coffer-journal";
 /// one. Larger segments mean fewer renames and directory syncs; the journal holds a few of them
 /// (everything not yet checkpointed, see `FROZEN_GENERATIONS_MAX`).
 pub(crate) const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
+
+/// A fully checkpointed segment at least this long is recycled; a shorter one (left when the
+/// journal moved from a growing file to a spare) is removed, since writing past its end would
+/// grow it again.
+const RECYCLED_SEGMENT_BYTES_MIN: u64 = SEGMENT_BYTES_TARGET / 2;
+
+/// The spare is zero-filled in pieces of this size, each synced before the next and followed
+/// by a pause, so the disk never has more than one piece of zeros queued ahead of a journal
+/// sync, and the filling takes at most about a third of the disk's time.
+const SPARE_FILL_CHUNK_BYTES: usize = 256 << 10;
+const SPARE_FILL_PAUSE_MS: u64 = 5;
+
+/// The zero-filled file the next new segment is renamed from, and the name it is filled under
+/// until it is complete. Neither ends in [`SEGMENT_SUFFIX`], so readers never take either for a
+/// segment; a spare outlives the journal (it is ready at the next start).
+const SPARE_NAME: &str = "spare-segment.zeroed";
+const SPARE_FILLING_NAME: &str = "spare-segment.filling";
 
 const SEGMENT_SUFFIX: &str = ".log";
 const RECORD_HEADER_BYTES: usize = 16;
@@ -182,6 +204,158 @@ impl JournalSync {
     }
 }
 
+/// Where the spare segment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpareState {
+    /// Being filled (or about to be).
+    Wanted,
+    /// Complete and synced under [`SPARE_NAME`].
+    Ready,
+    /// Filling failed; the journal grows files instead.
+    Failed,
+    /// The journal is closing.
+    Stopping,
+}
+
+#[derive(Debug)]
+struct SpareShared {
+    dir: PathBuf,
+    state: Mutex<SpareState>,
+    changed: Condvar,
+}
+
+/// A zero-filled, synced segment-sized file kept ready by a background thread. Records written
+/// over blocks a file already has need only a data flush; records that grow a file make every
+/// `fdatasync` commit the file system's journal too, which in ext4 also waits for other files'
+/// new blocks (the ledger file's checkpoint writes) to reach the disk. Measured here: a 4 KiB
+/// write + `fdatasync` took 0.40 ms (p50) growing a file, 0.22 ms over written blocks.
+#[derive(Debug)]
+struct SpareSegment {
+    shared: Arc<SpareShared>,
+    filler: Option<JoinHandle<()>>,
+}
+
+impl SpareSegment {
+    /// Takes the spare left in `dir` if it is complete, and starts the thread that fills the
+    /// next one whenever it is taken.
+    fn start(dir: &Path) -> SpareSegment {
+        let complete = std::fs::metadata(dir.join(SPARE_NAME))
+            .is_ok_and(|meta| meta.len() == SEGMENT_BYTES_TARGET);
+        let shared = Arc::new(SpareShared {
+            dir: dir.to_owned(),
+            state: Mutex::new(if complete {
+                SpareState::Ready
+            } else {
+                SpareState::Wanted
+            }),
+            changed: Condvar::new(),
+        });
+        let filler_shared = Arc::clone(&shared);
+        let filler = std::thread::Builder::new()
+            .name("coffer-journal-spare".to_owned())
+            .spawn(move || fill_spares(&filler_shared))
+            .map_err(|error| {
+                tracing::warn!(%error, "no spare journal segments: new segments grow instead");
+                *shared.state.lock().expect("spare state poisoned") = SpareState::Failed;
+            })
+            .ok();
+        SpareSegment { shared, filler }
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.shared.state.lock().expect("spare state poisoned") == SpareState::Ready
+    }
+
+    /// Renames the spare to `path` if it is ready (and has the next one filled); false if not.
+    fn take(&self, path: &Path) -> Result<bool, StoreError> {
+        let mut state = self.shared.state.lock().expect("spare state poisoned");
+        if *state != SpareState::Ready {
+            return Ok(false);
+        }
+        let spare = self.shared.dir.join(SPARE_NAME);
+        std::fs::rename(&spare, path).map_err(|e| journal_error(&spare, e))?;
+        *state = SpareState::Wanted;
+        self.shared.changed.notify_all();
+        Ok(true)
+    }
+}
+
+impl Drop for SpareSegment {
+    /// Stops the filler between two pieces; a half-filled spare is filled again next time.
+    fn drop(&mut self) {
+        *self.shared.state.lock().expect("spare state poisoned") = SpareState::Stopping;
+        self.shared.changed.notify_all();
+        if let Some(filler) = self.filler.take()
+            && filler.join().is_err()
+        {
+            tracing::error!("the journal's spare segment filler panicked");
+        }
+    }
+}
+
+/// The filler thread: fills a spare whenever one is wanted, until the journal closes.
+fn fill_spares(shared: &SpareShared) {
+    loop {
+        {
+            let mut state = shared.state.lock().expect("spare state poisoned");
+            while *state == SpareState::Ready {
+                state = shared.changed.wait(state).expect("spare state poisoned");
+            }
+            if *state != SpareState::Wanted {
+                return;
+            }
+        }
+        let stopping =
+            || *shared.state.lock().expect("spare state poisoned") == SpareState::Stopping;
+        match fill_spare(&shared.dir, stopping) {
+            Ok(true) => {
+                let mut state = shared.state.lock().expect("spare state poisoned");
+                if *state == SpareState::Wanted {
+                    *state = SpareState::Ready;
+                }
+            }
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(%error, "filling a spare journal segment failed: new segments grow instead");
+                let mut state = shared.state.lock().expect("spare state poisoned");
+                if *state == SpareState::Wanted {
+                    *state = SpareState::Failed;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a segment's worth of zeros under [`SPARE_FILLING_NAME`], piece by synced piece, then
+/// renames it to [`SPARE_NAME`]; false if `stopping` said to give up first.
+fn fill_spare(dir: &Path, stopping: impl Fn() -> bool) -> Result<bool, StoreError> {
+    let filling = dir.join(SPARE_FILLING_NAME);
+    let failed = |e| journal_error(&filling, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&filling)
+        .map_err(failed)?;
+    let zeros = vec![0u8; SPARE_FILL_CHUNK_BYTES];
+    let mut filled = 0u64;
+    while filled < SEGMENT_BYTES_TARGET {
+        if stopping() {
+            return Ok(false);
+        }
+        let piece = (SEGMENT_BYTES_TARGET - filled).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..piece], filled).map_err(failed)?;
+        file.sync_data().map_err(failed)?;
+        filled += piece as u64;
+        std::thread::sleep(std::time::Duration::from_millis(SPARE_FILL_PAUSE_MS));
+    }
+    file.sync_all().map_err(failed)?;
+    let spare = dir.join(SPARE_NAME);
+    std::fs::rename(&filling, &spare).map_err(failed)?;
+    Ok(true)
+}
+
 /// The writing end of the journal, owned by the one writer.
 pub(crate) struct JournalWriter {
     /// First sequence numbers of the segments on disk, oldest first; the last one is `file`.
@@ -190,8 +364,12 @@ pub(crate) struct JournalWriter {
     sync: Arc<JournalSync>,
     /// Bytes of the current segment's records, where the next record goes.
     written_bytes: u64,
+    /// True when the current segment grows its file as records arrive (no spare was ready).
+    growing: bool,
     next_seq: u64,
     record: Vec<u8>,
+    /// `None` in tests of the segment rules, which must not depend on the filler's timing.
+    spare: Option<SpareSegment>,
 }
 
 impl JournalWriter {
@@ -202,12 +380,27 @@ impl JournalWriter {
         faults: Option<StorageFaults>,
         next_seq: u64,
     ) -> Result<JournalWriter, StoreError> {
+        Self::start_empty_with(dir, faults, next_seq, true)
+    }
+
+    /// [`JournalWriter::start_empty`], with or without spare segments.
+    fn start_empty_with(
+        dir: &Path,
+        faults: Option<StorageFaults>,
+        next_seq: u64,
+        spares: bool,
+    ) -> Result<JournalWriter, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| journal_error(dir, e))?;
         for first_seq in list_segments(dir)? {
             let path = segment_path(dir, first_seq);
             std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
         }
+        let spare = spares.then(|| SpareSegment::start(dir));
         let path = segment_path(dir, next_seq);
+        let growing = match &spare {
+            Some(spare) => !spare.take(&path)?,
+            None => true,
+        };
         let file = Arc::new(open_segment(&path)?);
         sync_directory(dir)?;
         let sync = Arc::new(JournalSync {
@@ -224,8 +417,10 @@ impl JournalWriter {
             file,
             sync,
             written_bytes: 0,
+            growing,
             next_seq,
             record: Vec::new(),
+            spare,
         })
     }
 
@@ -266,7 +461,9 @@ impl JournalWriter {
         self.record[0..4].copy_from_slice(&crc.to_le_bytes());
 
         let record_bytes = self.record.len() as u64;
-        if self.written_bytes > 0 && self.written_bytes + record_bytes > SEGMENT_BYTES_TARGET {
+        let full = self.written_bytes + record_bytes > SEGMENT_BYTES_TARGET;
+        let spare_ready = || self.spare.as_ref().is_some_and(SpareSegment::is_ready);
+        if self.written_bytes > 0 && (full || (self.growing && spare_ready())) {
             self.next_segment(seq, checkpointed_through)?;
         }
         let path = || {
@@ -294,7 +491,8 @@ impl JournalWriter {
     }
 
     /// Starts the segment whose first record is `first_seq`: the oldest segment, renamed, if
-    /// all its records are checkpointed (other such segments are removed), else a new file.
+    /// all its records are checkpointed and it is not short (other such segments are removed),
+    /// else the spare if it is ready, else a new file that grows.
     fn next_segment(
         &mut self,
         first_seq: u64,
@@ -314,7 +512,10 @@ impl JournalWriter {
         while fully_checkpointed(&self.segments) {
             let oldest = self.segments.pop_front().expect("checked above");
             let oldest_path = segment_path(&self.sync.dir, oldest);
-            if recycled.is_none() {
+            let oldest_bytes = std::fs::metadata(&oldest_path)
+                .map_err(|e| journal_error(&oldest_path, e))?
+                .len();
+            if recycled.is_none() && oldest_bytes >= RECYCLED_SEGMENT_BYTES_MIN {
                 std::fs::rename(&oldest_path, &path).map_err(|e| journal_error(&oldest_path, e))?;
                 recycled = Some(oldest);
             } else {
@@ -324,6 +525,11 @@ impl JournalWriter {
                 break;
             }
         }
+        self.growing = match (recycled, &self.spare) {
+            (Some(_), _) => false,
+            (None, Some(spare)) => !spare.take(&path)?,
+            (None, None) => true,
+        };
         let file = Arc::new(open_segment(&path)?);
         // The new name must be durable before an acknowledged record lives under it.
         sync_directory(&self.sync.dir)?;
@@ -399,7 +605,7 @@ mod tests {
     #[test]
     fn a_torn_or_damaged_tail_ends_the_journal_and_a_fresh_start_ignores_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        let mut journal = JournalWriter::start_empty_with(dir.path(), None, 1, false).unwrap();
         for seq in 1..=3 {
             journal
                 .write(0, |out| out.extend(payload(seq, 50)))
@@ -427,7 +633,7 @@ mod tests {
     #[test]
     fn recycled_segments_keep_old_bytes_that_are_never_read_as_records() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        let mut journal = JournalWriter::start_empty_with(dir.path(), None, 1, false).unwrap();
         let big = (SEGMENT_BYTES_TARGET / 3) as usize;
         // Nothing checkpointed: every switch makes a new segment.
         for seq in 1..=4 {
@@ -461,5 +667,99 @@ mod tests {
             read_journal(dir.path(), 8, |_, _| Ok(())),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    fn file_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    /// Waits (bounded) for the filler to have a complete spare ready.
+    fn wait_for_spare(journal: &JournalWriter) {
+        let spare = journal.spare.as_ref().expect("a journal with spares");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !spare.is_ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no spare segment after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_growing_segment_gives_way_to_a_zero_filled_spare_and_restarts_begin_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        journal.write(0, |out| out.extend(payload(1, 40))).unwrap();
+        wait_for_spare(&journal);
+        // Segment 1 grows its file as records arrive (nothing was ready when it began) unless
+        // the spare was ready first; either way, once the spare is ready the next record starts
+        // a segment made from it: a file of full length before any record is in it.
+        journal.write(0, |out| out.extend(payload(2, 40))).unwrap();
+        let first = segment_path(dir.path(), 1);
+        let second = segment_path(dir.path(), 2);
+        if journal.segments.len() == 2 {
+            assert!(file_bytes(&first) < SEGMENT_BYTES_TARGET);
+            assert_eq!(file_bytes(&second), SEGMENT_BYTES_TARGET);
+        } else {
+            assert_eq!(file_bytes(&first), SEGMENT_BYTES_TARGET);
+        }
+        assert!(!journal.growing);
+        // Writing into the zeros neither grows the file nor ends the segment early, and the
+        // zeros after the last record are not read as records.
+        for seq in 3..=5 {
+            journal
+                .write(0, |out| out.extend(payload(seq, 1_000)))
+                .unwrap();
+        }
+        let current = segment_path(dir.path(), *journal.segments.back().unwrap());
+        assert_eq!(file_bytes(&current), SEGMENT_BYTES_TARGET);
+        journal.sync_handle().sync().unwrap();
+        let records = read_all(dir.path(), 1);
+        assert_eq!(
+            records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(records[4].1, payload(5, 1_000));
+
+        // The taken spare is replaced; a restart begins on it, and the spare it leaves is
+        // never read as a segment.
+        wait_for_spare(&journal);
+        drop(journal);
+        let spare = dir.path().join(SPARE_NAME);
+        assert_eq!(file_bytes(&spare), SEGMENT_BYTES_TARGET);
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 6).unwrap();
+        assert!(
+            !journal.growing,
+            "a restart begins on the spare left by the last run"
+        );
+        assert_eq!(
+            file_bytes(&segment_path(dir.path(), 6)),
+            SEGMENT_BYTES_TARGET
+        );
+        journal.write(0, |out| out.extend(payload(6, 10))).unwrap();
+        journal.sync_handle().sync().unwrap();
+        assert_eq!(read_all(dir.path(), 0), [(6, payload(6, 10))]);
+    }
+
+    #[test]
+    fn a_short_checkpointed_segment_is_removed_not_recycled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalWriter::start_empty_with(dir.path(), None, 1, false).unwrap();
+        let big = (SEGMENT_BYTES_TARGET / 3) as usize;
+        journal.write(0, |out| out.extend(payload(1, 10))).unwrap();
+        // Segment 1 ends short, as when the journal leaves a growing file for a spare.
+        journal.next_segment(2, 0).unwrap();
+        for seq in 2..=4 {
+            journal
+                .write(0, |out| out.extend(payload(seq, big)))
+                .unwrap();
+        }
+        assert_eq!(list_segments(dir.path()).unwrap(), [1, 2, 4]);
+        // Everything checkpointed at the next switch: segment 1 is too short to take a
+        // segment's records without growing, so it goes; segment 2, full, is recycled.
+        journal.next_segment(5, 4).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap(), [5]);
+        assert!(file_bytes(&segment_path(dir.path(), 5)) >= RECYCLED_SEGMENT_BYTES_MIN);
     }
 }
