@@ -15,10 +15,10 @@
 //! recycled (a fresh journal, or one growing while checkpoints lag), a new segment is renamed
 //! from a spare that a background thread zero-filled and synced beforehand, for the same
 //! reason; a journal that had to start a segment by growing a file moves to the spare as soon
-//! as it is ready. Reading a segment stops
-//! at the first record that is torn, damaged, or not the next in sequence: the bytes after the
-//! last record are either never written or left from the segment's previous life, and records
-//! from an earlier life always carry older sequence numbers.
+//! as it is ready. Reading a segment stops at the first record that is torn, damaged, or not
+//! the next in sequence: the bytes after the last record are never written, zeros of a spare,
+//! or left from the segment's previous life, and records from an earlier life always carry
+//! older sequence numbers.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -43,9 +43,14 @@ pub(crate) const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
 /// grow it again.
 const RECYCLED_SEGMENT_BYTES_MIN: u64 = SEGMENT_BYTES_TARGET / 2;
 
+/// A journal asks for a spare once its growing segment holds this many bytes: a store that
+/// writes less (a short test, a quiet server) never spends a segment's worth of disk writes on
+/// one, and a busy one has its spare within a second or two.
+const SPARE_WANTED_AFTER_BYTES: u64 = 1 << 20;
+
 /// The spare is zero-filled in pieces of this size, each synced before the next and followed
 /// by a pause, so the disk never has more than one piece of zeros queued ahead of a journal
-/// sync, and the filling takes at most about a third of the disk's time.
+/// sync and is free for journal syncs between pieces.
 const SPARE_FILL_CHUNK_BYTES: usize = 256 << 10;
 const SPARE_FILL_PAUSE_MS: u64 = 5;
 
@@ -207,6 +212,8 @@ impl JournalSync {
 /// Where the spare segment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SpareState {
+    /// Not asked for yet (see [`SPARE_WANTED_AFTER_BYTES`]).
+    Idle,
     /// Being filled (or about to be).
     Wanted,
     /// Complete and synced under [`SPARE_NAME`].
@@ -246,7 +253,7 @@ impl SpareSegment {
             state: Mutex::new(if complete {
                 SpareState::Ready
             } else {
-                SpareState::Wanted
+                SpareState::Idle
             }),
             changed: Condvar::new(),
         });
@@ -264,6 +271,15 @@ impl SpareSegment {
 
     fn is_ready(&self) -> bool {
         *self.shared.state.lock().expect("spare state poisoned") == SpareState::Ready
+    }
+
+    /// Asks the filler for a spare if none was asked for yet.
+    fn want(&self) {
+        let mut state = self.shared.state.lock().expect("spare state poisoned");
+        if *state == SpareState::Idle {
+            *state = SpareState::Wanted;
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Renames the spare to `path` if it is ready (and has the next one filled); false if not.
@@ -298,7 +314,7 @@ fn fill_spares(shared: &SpareShared) {
     loop {
         {
             let mut state = shared.state.lock().expect("spare state poisoned");
-            while *state == SpareState::Ready {
+            while matches!(*state, SpareState::Idle | SpareState::Ready) {
                 state = shared.changed.wait(state).expect("spare state poisoned");
             }
             if *state != SpareState::Wanted {
@@ -481,6 +497,12 @@ impl JournalWriter {
             .write_all_at(&self.record, self.written_bytes)
             .map_err(|e| journal_error(&path(), e))?;
         self.written_bytes += record_bytes;
+        if self.growing
+            && self.written_bytes >= SPARE_WANTED_AFTER_BYTES
+            && let Some(spare) = &self.spare
+        {
+            spare.want();
+        }
         self.next_seq = seq + 1;
         self.sync
             .target
@@ -690,56 +712,67 @@ mod tests {
     fn a_growing_segment_gives_way_to_a_zero_filled_spare_and_restarts_begin_on_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = JournalWriter::start_empty(dir.path(), None, 1).unwrap();
+        let spare_state =
+            |journal: &JournalWriter| *journal.spare.as_ref().unwrap().shared.state.lock().unwrap();
         journal.write(0, |out| out.extend(payload(1, 40))).unwrap();
+        assert!(journal.growing, "a fresh journal has no spare to begin on");
+        assert_eq!(
+            spare_state(&journal),
+            SpareState::Idle,
+            "a journal that wrote little has not asked for a spare"
+        );
+        let wanted_after = SPARE_WANTED_AFTER_BYTES as usize;
+        journal
+            .write(0, |out| out.extend(payload(2, wanted_after)))
+            .unwrap();
         wait_for_spare(&journal);
-        // Segment 1 grows its file as records arrive (nothing was ready when it began) unless
-        // the spare was ready first; either way, once the spare is ready the next record starts
-        // a segment made from it: a file of full length before any record is in it.
-        journal.write(0, |out| out.extend(payload(2, 40))).unwrap();
-        let first = segment_path(dir.path(), 1);
-        let second = segment_path(dir.path(), 2);
-        if journal.segments.len() == 2 {
-            assert!(file_bytes(&first) < SEGMENT_BYTES_TARGET);
-            assert_eq!(file_bytes(&second), SEGMENT_BYTES_TARGET);
-        } else {
-            assert_eq!(file_bytes(&first), SEGMENT_BYTES_TARGET);
-        }
+        // Once the spare is ready, the next record starts a segment made from it: a file of
+        // full length before any record is in it. The grown segment keeps its records.
+        journal.write(0, |out| out.extend(payload(3, 40))).unwrap();
+        assert_eq!(journal.segments, [1, 3]);
         assert!(!journal.growing);
+        let first = segment_path(dir.path(), 1);
+        assert!(file_bytes(&first) < SEGMENT_BYTES_TARGET);
+        let current = segment_path(dir.path(), 3);
+        assert_eq!(file_bytes(&current), SEGMENT_BYTES_TARGET);
         // Writing into the zeros neither grows the file nor ends the segment early, and the
         // zeros after the last record are not read as records.
-        for seq in 3..=5 {
+        for seq in 4..=6 {
             journal
                 .write(0, |out| out.extend(payload(seq, 1_000)))
                 .unwrap();
         }
-        let current = segment_path(dir.path(), *journal.segments.back().unwrap());
+        assert_eq!(journal.segments, [1, 3]);
         assert_eq!(file_bytes(&current), SEGMENT_BYTES_TARGET);
         journal.sync_handle().sync().unwrap();
         let records = read_all(dir.path(), 1);
         assert_eq!(
             records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5]
+            [1, 2, 3, 4, 5, 6]
         );
-        assert_eq!(records[4].1, payload(5, 1_000));
+        assert_eq!(records[1].1, payload(2, wanted_after));
+        assert_eq!(records[5].1, payload(6, 1_000));
 
-        // The taken spare is replaced; a restart begins on it, and the spare it leaves is
-        // never read as a segment.
+        // The taken spare is replaced at once (the journal is busy); a restart begins on it,
+        // and the spare it leaves is never read as a segment.
         wait_for_spare(&journal);
         drop(journal);
-        let spare = dir.path().join(SPARE_NAME);
-        assert_eq!(file_bytes(&spare), SEGMENT_BYTES_TARGET);
-        let mut journal = JournalWriter::start_empty(dir.path(), None, 6).unwrap();
+        assert_eq!(
+            file_bytes(&dir.path().join(SPARE_NAME)),
+            SEGMENT_BYTES_TARGET
+        );
+        let mut journal = JournalWriter::start_empty(dir.path(), None, 7).unwrap();
         assert!(
             !journal.growing,
             "a restart begins on the spare left by the last run"
         );
         assert_eq!(
-            file_bytes(&segment_path(dir.path(), 6)),
+            file_bytes(&segment_path(dir.path(), 7)),
             SEGMENT_BYTES_TARGET
         );
-        journal.write(0, |out| out.extend(payload(6, 10))).unwrap();
+        journal.write(0, |out| out.extend(payload(7, 10))).unwrap();
         journal.sync_handle().sync().unwrap();
-        assert_eq!(read_all(dir.path(), 0), [(6, payload(6, 10))]);
+        assert_eq!(read_all(dir.path(), 0), [(7, payload(7, 10))]);
     }
 
     #[test]
