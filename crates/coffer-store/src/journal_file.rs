@@ -789,10 +789,15 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(list_segments(dir.path()).unwrap(), [1, 2, 4]);
+        let second_bytes = file_bytes(&segment_path(dir.path(), 2));
+        assert!(file_bytes(&segment_path(dir.path(), 1)) < RECYCLED_SEGMENT_BYTES_MIN);
+        assert!(second_bytes >= RECYCLED_SEGMENT_BYTES_MIN);
         // Everything checkpointed at the next switch: segment 1 is too short to take a
-        // segment's records without growing, so it goes; segment 2, full, is recycled.
+        // segment's records without growing, so it goes; segment 2, the oldest long one, is
+        // recycled (its file, with its length, becomes segment 5); segment 4 goes.
         journal.next_segment(5, 4).unwrap();
         assert_eq!(list_segments(dir.path()).unwrap(), [5]);
-        assert!(file_bytes(&segment_path(dir.path(), 5)) >= RECYCLED_SEGMENT_BYTES_MIN);
+        assert_eq!(file_bytes(&segment_path(dir.path(), 5)), second_bytes);
+        assert!(!journal.growing);
     }
 }
