@@ -44,9 +44,11 @@ const DISK_PHASE_NAME: &str = "disk: 4 KiB + fdatasync";
 /// the data to millions of players leaves the most).
 const SETTLE_TIMEOUT_S: u64 = 900;
 /// How often the generator reads the server's checkpoint lag while it waits.
-const SETTLE_POLL_MS: u64 = 100;
+const SETTLE_POLL_MS: u64 = 20;
 /// The server's gauge of committed batches its checkpointer has not folded in yet.
 const RECORDS_PENDING_METRIC: &str = "coffer_journal_records_pending";
+/// The server's counter of time its checkpointer spent writing checkpoints.
+const CHECKPOINT_BUSY_METRIC: &str = "coffer_checkpoint_busy_seconds_total";
 
 /// Counts the write phases run so far, so no two phases (in a round or across rounds) share an
 /// idempotency key: a repeated key is answered from its stored outcome, a replay that does no work.
@@ -156,9 +158,41 @@ struct PhaseResult {
     /// earlier writes (absent when the server's metrics were not reachable).
     #[serde(skip_serializing_if = "Option::is_none")]
     settle_s: Option<f64>,
+    /// For a write phase: how long the server's checkpointer worked, after the phase's last
+    /// answer, to fold in what the phase wrote (its working time, not the time a generation
+    /// waited to be due). A phase shorter than the checkpointer's back-pressure leaves part of
+    /// its work for after it; this is that part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_catch_up_s: Option<f64>,
+    /// For a write phase: the wall time from its end until everything it wrote was
+    /// checkpointed, the open generation's wait to be due included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_wait_s: Option<f64>,
+    /// For a write phase: its requests over the phase and its checkpoint catch-up, the rate the
+    /// server sustains with its checkpoints kept up. Ratios, medians and the half-peak rate
+    /// use this; `per_second` is the rate answers came back at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sustained_per_second: Option<f64>,
     /// The same phase in the server's own request histogram (absent without its metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<ServerLatency>,
+}
+
+impl PhaseResult {
+    /// The rate this phase is compared by: sustained for a write phase, answered otherwise.
+    fn rate(&self) -> f64 {
+        self.sustained_per_second.unwrap_or(self.per_second)
+    }
+
+    /// Records the checkpoint work left after this write phase.
+    fn caught_up(&mut self, settled: Option<Settled>) {
+        if let Some(settled) = settled {
+            let catch_up_s = settled.checkpoint_busy_s;
+            self.checkpoint_catch_up_s = Some(catch_up_s);
+            self.checkpoint_wait_s = Some(settled.waited.as_secs_f64());
+            self.sustained_per_second = Some(self.requests as f64 / (self.seconds + catch_up_s));
+        }
+    }
 }
 
 /// Each phase's median round (by throughput), with the median of its per-round ratios to that
@@ -177,14 +211,14 @@ fn median_rounds(rounds: &[Vec<PhaseResult>]) -> Vec<PhaseResult> {
     (0..first.len())
         .map(|phase| {
             let mut by_rate: Vec<&PhaseResult> = rounds.iter().map(|round| &round[phase]).collect();
-            by_rate.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            by_rate.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
             let mut row = by_rate[by_rate.len() / 2].clone();
             let ratios: Vec<f64> = rounds
                 .iter()
                 .filter(|round| round[phase].name != DISK_PHASE_NAME)
                 .filter_map(|round| {
                     let ceiling = round.iter().find(|r| r.name.starts_with("no-op"))?;
-                    Some(round[phase].per_second / ceiling.per_second.max(1.0))
+                    Some(round[phase].rate() / ceiling.rate().max(1.0))
                 })
                 .collect();
             if !ratios.is_empty() {
@@ -440,25 +474,47 @@ async fn disk_phase(args: &Args, dir: &std::path::Path) -> std::io::Result<Phase
     .expect("disk phase thread")
 }
 
+/// What [`settle`] waited for.
+#[derive(Clone, Copy)]
+struct Settled {
+    /// From the first scrape to the one that found nothing pending.
+    waited: Duration,
+    /// The checkpointer's working time in that span ([`CHECKPOINT_BUSY_METRIC`]): the wait
+    /// without the time a generation spent waiting to be old enough for its checkpoint.
+    checkpoint_busy_s: f64,
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text body.
+fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        (fields.next() == Some(name))
+            .then(|| fields.next()?.parse::<f64>().ok())
+            .flatten()
+    })
+}
+
 /// Waits until the server's checkpointer has folded in every batch committed so far (its
-/// [`RECORDS_PENDING_METRIC`] reads 0) and returns how long that took. The checkpointer works
-/// behind the request path, on the same cores: a phase that started while it still folded in
-/// an earlier phase's writes (or the players the data was just grown by) would pay for them.
-async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Duration, String> {
+/// [`RECORDS_PENDING_METRIC`] reads 0). The checkpointer works behind the request path, on the
+/// same cores: a phase that started while it still folded in an earlier phase's writes (or the
+/// players the data was just grown by) would pay for them, and a write phase that ended before
+/// its checkpoints did left part of its cost for after it.
+async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Settled, String> {
     let started = Instant::now();
+    let mut busy_at_start = None;
     loop {
         let body = scrape_metrics(metrics_addr).await?;
-        let pending = body
-            .lines()
-            .find_map(|line| {
-                let mut fields = line.split_whitespace();
-                (fields.next() == Some(RECORDS_PENDING_METRIC))
-                    .then(|| fields.next()?.parse::<f64>().ok())
-                    .flatten()
-            })
-            .ok_or_else(|| format!("{metrics_addr}/metrics has no {RECORDS_PENDING_METRIC}"))?;
+        let read = |name: &str| {
+            metric_value(&body, name).ok_or_else(|| format!("{metrics_addr}/metrics has no {name}"))
+        };
+        let pending = read(RECORDS_PENDING_METRIC)?;
+        let busy = read(CHECKPOINT_BUSY_METRIC)?;
+        let busy_at_start = *busy_at_start.get_or_insert(busy);
         if pending == 0.0 {
-            return Ok(started.elapsed());
+            return Ok(Settled {
+                waited: started.elapsed(),
+                checkpoint_busy_s: busy - busy_at_start,
+            });
         }
         if started.elapsed() >= Duration::from_secs(SETTLE_TIMEOUT_S) {
             return Err(format!(
@@ -487,25 +543,43 @@ async fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String, String> {
     }
 }
 
-/// [`settle`] before a phase, when the server's metrics are reachable; says so when it waited.
-/// A failure is printed here; the run then ends.
-async fn settle_before_phase(
+/// When [`settle`] runs, which decides what is worth printing about its wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SettleAt {
+    /// Before a phase: only a long wait is news (an earlier phase or growing the data left work).
+    PhaseStart,
+    /// After a write phase: the wait is part of the phase's result, so it is always shown.
+    WritePhaseEnd,
+}
+
+/// [`settle`], when the server's metrics are reachable. A failure is printed here; the run
+/// then ends.
+async fn settle_at(
+    at: SettleAt,
     metrics_addr: Option<std::net::SocketAddr>,
     args: &Args,
-) -> Result<Option<f64>, ()> {
+) -> Result<Option<Settled>, ()> {
     let Some(addr) = metrics_addr else {
         return Ok(None);
     };
-    let waited = settle(addr).await.map_err(|error| {
+    let settled = settle(addr).await.map_err(|error| {
         eprintln!("waiting for the server's checkpoints failed: {error}");
     })?;
-    if !args.json && waited >= Duration::from_secs(1) {
-        eprintln!(
-            "  waited {:.1} s for the server's checkpoints",
-            waited.as_secs_f64()
-        );
+    if !args.json {
+        match at {
+            SettleAt::PhaseStart if settled.waited >= Duration::from_secs(1) => eprintln!(
+                "  waited {:.1} s for the server's checkpoints",
+                settled.waited.as_secs_f64()
+            ),
+            SettleAt::PhaseStart => {}
+            SettleAt::WritePhaseEnd => eprintln!(
+                "  checkpoints caught up {:.2} s after the phase ({:.2} s of checkpoint work)",
+                settled.waited.as_secs_f64(),
+                settled.checkpoint_busy_s
+            ),
+        }
     }
-    Ok(Some(waited.as_secs_f64()))
+    Ok(Some(settled))
 }
 
 /// The server's request histogram now, when its metrics are reachable. A failed scrape only
@@ -946,7 +1020,7 @@ async fn main() -> std::process::ExitCode {
         }
         let mut results = Vec::new();
         for phase in &args.phases {
-            let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
+            let Ok(settled) = settle_at(SettleAt::PhaseStart, metrics_addr, &args).await else {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
@@ -967,7 +1041,7 @@ async fn main() -> std::process::ExitCode {
                     let peak = results
                         .iter()
                         .find(|r: &&PhaseResult| r.name == PURCHASE_PHASE_NAME)
-                        .map(|r| r.per_second);
+                        .map(PhaseResult::rate);
                     let Some(peak) = peak else {
                         eprintln!("purchase-half needs the purchase phase before it");
                         return std::process::ExitCode::FAILURE;
@@ -993,8 +1067,18 @@ async fn main() -> std::process::ExitCode {
                     None => continue,
                 },
             };
-            result.settle_s = settled;
+            result.settle_s = settled.map(|s| s.waited.as_secs_f64());
             add_server_latency(&mut result, before, request_durations(metrics_addr).await);
+            if matches!(
+                phase,
+                Phase::Purchase | Phase::PurchaseHalfPeak | Phase::Mixed
+            ) {
+                let Ok(caught_up) = settle_at(SettleAt::WritePhaseEnd, metrics_addr, &args).await
+                else {
+                    return std::process::ExitCode::FAILURE;
+                };
+                result.caught_up(caught_up);
+            }
             results.push(result);
         }
         rounds.push(results);
@@ -1022,17 +1106,22 @@ async fn main() -> std::process::ExitCode {
         let name = format!("purchase @ {players} players");
         let mut runs = Vec::new();
         for _ in 0..args.rounds.max(1) {
-            let Ok(settled) = settle_before_phase(metrics_addr, &args).await else {
+            let Ok(settled) = settle_at(SettleAt::PhaseStart, metrics_addr, &args).await else {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
             let mut result = purchase_phase(&name, &args, &connections, players, None).await;
-            result.settle_s = settled;
+            result.settle_s = settled.map(|s| s.waited.as_secs_f64());
             add_server_latency(&mut result, before, request_durations(metrics_addr).await);
+            let Ok(caught_up) = settle_at(SettleAt::WritePhaseEnd, metrics_addr, &args).await
+            else {
+                return std::process::ExitCode::FAILURE;
+            };
+            result.caught_up(caught_up);
             runs.push(result);
         }
         let mut by_rate: Vec<&PhaseResult> = runs.iter().collect();
-        by_rate.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+        by_rate.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
         results.push(by_rate[by_rate.len() / 2].clone());
         scale_runs.push(runs);
     }
@@ -1064,10 +1153,11 @@ async fn main() -> std::process::ExitCode {
             .find(|r| r.name.starts_with("no-op"))
             .map(|r| r.per_second);
         println!(
-            "{:<32} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11}",
+            "{:<32} {:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11}",
             "phase",
             "requests",
-            "per sec",
+            "answered/s",
+            "sustained/s",
             "p50 ms",
             "p90 ms",
             "p99 ms",
@@ -1078,7 +1168,7 @@ async fn main() -> std::process::ExitCode {
         );
         for r in &results {
             // A sync is not a request: the disk row has no ratio.
-            let vs_no_op = match r.vs_no_op.or(ceiling.map(|c| r.per_second / c.max(1.0))) {
+            let vs_no_op = match r.vs_no_op.or(ceiling.map(|c| r.rate() / c.max(1.0))) {
                 Some(ratio) if r.name != DISK_PHASE_NAME => format!("{:.0}%", 100.0 * ratio),
                 _ => "-".to_owned(),
             };
@@ -1090,11 +1180,16 @@ async fn main() -> std::process::ExitCode {
                 },
                 None => "-".to_owned(),
             };
+            let sustained = match r.sustained_per_second {
+                Some(rate) => format!("{rate:.0}"),
+                None => "-".to_owned(),
+            };
             println!(
-                "{:<32} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>11}",
+                "{:<32} {:>10} {:>10.0} {:>11} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>11}",
                 r.name,
                 r.requests,
                 r.per_second,
+                sustained,
                 r.p50_us as f64 / 1000.0,
                 r.p90_us as f64 / 1000.0,
                 r.p99_us as f64 / 1000.0,
@@ -1112,14 +1207,14 @@ async fn main() -> std::process::ExitCode {
             for (phase, r) in results.iter().enumerate().take(rounds[0].len()) {
                 let per_round: Vec<String> = rounds
                     .iter()
-                    .map(|round| format!("{:.0}/s", round[phase].per_second))
+                    .map(|round| format!("{:.0}/s", round[phase].rate()))
                     .collect();
                 println!("  {:<30} {}", r.name, per_round.join("  "));
             }
             for runs in &scale_runs {
                 let per_run: Vec<String> = runs
                     .iter()
-                    .map(|run| format!("{:.0}/s", run.per_second))
+                    .map(|run| format!("{:.0}/s", run.rate()))
                     .collect();
                 println!("  {:<30} {}", runs[0].name, per_run.join("  "));
             }
@@ -1137,4 +1232,49 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_value_reads_the_unlabelled_sample_only() {
+        let body = "\
+# HELP coffer_checkpoint_busy_seconds_total Time the checkpointer spent.
+# TYPE coffer_checkpoint_busy_seconds_total counter
+coffer_checkpoint_busy_seconds_total_created 1.0
+coffer_checkpoint_busy_seconds_total 12.5
+coffer_journal_records_pending{shard=\"a\"} 3
+";
+        assert_eq!(metric_value(body, CHECKPOINT_BUSY_METRIC), Some(12.5));
+        assert_eq!(metric_value(body, RECORDS_PENDING_METRIC), None);
+    }
+
+    #[test]
+    fn a_write_phase_is_charged_the_checkpoint_work_not_the_wait() {
+        let mut phase = PhaseResult {
+            requests: 100_000,
+            seconds: 10.0,
+            per_second: 10_000.0,
+            ..PhaseResult::default()
+        };
+        assert_eq!(
+            phase.rate(),
+            10_000.0,
+            "no catch-up known: the answered rate"
+        );
+        phase.caught_up(Some(Settled {
+            waited: Duration::from_secs(3),
+            checkpoint_busy_s: 2.5,
+        }));
+        assert_eq!(phase.checkpoint_catch_up_s, Some(2.5));
+        assert_eq!(phase.checkpoint_wait_s, Some(3.0));
+        assert_eq!(phase.sustained_per_second, Some(8_000.0));
+        assert_eq!(phase.rate(), 8_000.0);
+        assert_eq!(
+            phase.per_second, 10_000.0,
+            "the answered rate stays as measured"
+        );
+    }
 }

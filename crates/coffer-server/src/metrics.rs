@@ -96,6 +96,9 @@ pub struct Metrics {
     journal_records_pending: Gauge,
     frozen_generations: Gauge,
     last_checkpoint: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Moved up to the store's total at each scrape; the lock keeps two scrapes from both
+    /// adding the same difference.
+    checkpoint_busy: std::sync::Mutex<Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Read at each scrape; weak, so a scrape never keeps a stopped server's store open.
     store: std::sync::RwLock<Option<std::sync::Weak<dyn coffer_store::Store>>>,
 }
@@ -173,6 +176,13 @@ impl Metrics {
             Unit::Seconds,
             last_checkpoint.clone(),
         );
+        let checkpoint_busy = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "checkpoint_busy",
+            "Time the checkpointer spent writing checkpoints, the one in progress included (embedded redb store); its rate is the checkpointer's utilisation",
+            Unit::Seconds,
+            checkpoint_busy.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -185,6 +195,7 @@ impl Metrics {
             journal_records_pending,
             frozen_generations,
             last_checkpoint,
+            checkpoint_busy: std::sync::Mutex::new(checkpoint_busy),
             store: std::sync::RwLock::new(None),
         }
     }
@@ -253,6 +264,14 @@ impl Metrics {
                 .set(i64::try_from(status.frozen_generations).unwrap_or(i64::MAX));
             self.last_checkpoint
                 .set(status.last_checkpoint_ms as f64 / 1000.0);
+            let busy = self
+                .checkpoint_busy
+                .lock()
+                .expect("checkpoint busy counter poisoned");
+            let behind_s = status.checkpoint_busy_us_total as f64 / 1_000_000.0 - busy.get();
+            if behind_s > 0.0 {
+                busy.inc_by(behind_s);
+            }
         }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)

@@ -219,6 +219,19 @@ async fn metrics_count_requests_rejections_and_commits_exactly() {
         after.value("coffer_checkpoint_frozen_generations", &[]),
         0.0
     );
+    assert_eq!(
+        after.series("coffer_checkpoint_busy_seconds_total"),
+        [(&BTreeMap::new(), 0.0)],
+        "no checkpoint has run, however long the checkpointer waited"
+    );
+    // The verifier folds every batch into the ledger file first: the checkpointer's work shows.
+    assert!(admin.verify_ledger().await.unwrap().clean);
+    let checkpointed = scrape(metrics_addr).await;
+    assert_eq!(
+        checkpointed.value("coffer_journal_records_pending", &[]),
+        0.0
+    );
+    assert!(checkpointed.value("coffer_checkpoint_busy_seconds_total", &[]) > 0.0);
 
     // A Subscribe stream is counted while open; when the client drops it, the gauge falls back
     // and the request is recorded as CANCELLED (its status never reached the client).

@@ -87,6 +87,9 @@ pub struct CheckpointStatus {
     pub frozen_generations: u64,
     /// How long the last checkpoint took.
     pub last_checkpoint_ms: u64,
+    /// Time spent writing checkpoints since the store opened, the one in progress included;
+    /// its rate of growth is how busy the checkpointer is.
+    pub checkpoint_busy_us_total: u64,
 }
 
 /// A catalog as stored: its version and the TOML it was loaded from.

@@ -147,6 +147,7 @@ struct Shared {
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
     last_checkpoint_ms: AtomicU64,
+    checkpoint_busy: Mutex<CheckpointBusy>,
     /// Held for a whole checkpoint, and by a reopen, so the two never overlap.
     checkpoint_gate: Mutex<()>,
     signal: Signal,
@@ -158,6 +159,23 @@ struct Shared {
     two_phase_commit: bool,
     checkpoint_interval: Duration,
     faults: Option<StorageFaults>,
+}
+
+/// The checkpointer's time spent writing checkpoints, the one in progress included: what it
+/// worked, apart from what it waited for work.
+#[derive(Debug, Default)]
+struct CheckpointBusy {
+    finished: Duration,
+    running_since: Option<std::time::Instant>,
+}
+
+impl CheckpointBusy {
+    fn total(&self) -> Duration {
+        self.finished
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |since| since.elapsed())
+    }
 }
 
 impl RedbStore {
@@ -188,6 +206,7 @@ impl RedbStore {
             epochs: AtomicU64::new(0),
             checkpointed_through: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
+            checkpoint_busy: Mutex::default(),
             checkpoint_gate: Mutex::new(()),
             signal: Signal::default(),
             stopping: AtomicBool::new(false),
@@ -846,7 +865,20 @@ impl Shared {
             return Err(self.write_failed(error));
         }
         let started = std::time::Instant::now();
+        self.checkpoint_busy
+            .lock()
+            .expect("checkpoint clock poisoned")
+            .running_since = Some(started);
         let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
+        let took = started.elapsed();
+        {
+            let mut busy = self
+                .checkpoint_busy
+                .lock()
+                .expect("checkpoint clock poisoned");
+            busy.finished += took;
+            busy.running_since = None;
+        }
         drop(databases);
         if let Err(error) = written {
             return Err(self.write_failed(error));
@@ -862,13 +894,13 @@ impl Shared {
         self.checkpointed_through
             .store(generation.last_seq, Ordering::SeqCst);
         self.last_checkpoint_ms
-            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .store(took.as_millis() as u64, Ordering::Relaxed);
         self.signal.notify();
         tracing::debug!(
             transactions = generation.transactions.len(),
             accounts = generation.accounts.len(),
             through_record = generation.last_seq,
-            checkpoint_ms = started.elapsed().as_millis() as u64,
+            checkpoint_ms = took.as_millis() as u64,
             "checkpoint committed"
         );
         Ok(true)
@@ -1100,6 +1132,13 @@ impl Store for RedbStore {
             journal_records_pending: journaled.saturating_sub(self.checkpointed_through()),
             frozen_generations: self.shared.read_overlay().frozen.len() as u64,
             last_checkpoint_ms: self.shared.last_checkpoint_ms.load(Ordering::Relaxed),
+            checkpoint_busy_us_total: self
+                .shared
+                .checkpoint_busy
+                .lock()
+                .expect("checkpoint clock poisoned")
+                .total()
+                .as_micros() as u64,
         })
     }
 

@@ -291,6 +291,45 @@ fn reads_see_every_committed_batch_while_checkpoints_run() {
     );
 }
 
+#[test]
+fn checkpoint_status_counts_the_checkpointers_work_not_its_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    let store = RedbStore::open_with(
+        dir.path(),
+        RedbOptions {
+            checkpoint_interval_ms: 3_600_000,
+            ..RedbOptions::default()
+        },
+    )
+    .unwrap();
+    let batch: Vec<Command> = (0..CROWD_GRANTS_PER_BATCH)
+        .map(|i| grant(&format!("crowd{i}"), &format!("c{i}"), 1))
+        .collect();
+    store.commit_batch(&batch, &catalog, 1).unwrap();
+    // The generation is not due for an hour: the checkpointer waits and has done no work.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let waiting = store.checkpoint_status().unwrap();
+    assert_eq!(waiting.journal_records_pending, 1);
+    assert_eq!(waiting.checkpoint_busy_us_total, 0, "waiting is not work");
+
+    // Verifying folds the batch in through the checkpointer first.
+    assert!(store.verify(&catalog).unwrap().is_clean());
+    let done = store.checkpoint_status().unwrap();
+    assert_eq!(done.journal_records_pending, 0);
+    assert!(done.checkpoint_busy_us_total > 0, "{done:?}");
+    assert!(
+        done.checkpoint_busy_us_total >= done.last_checkpoint_ms * 1_000,
+        "the total includes the last checkpoint: {done:?}"
+    );
+    // Idle again: the total stays where the finished checkpoint left it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        store.checkpoint_status().unwrap().checkpoint_busy_us_total,
+        done.checkpoint_busy_us_total
+    );
+}
+
 /// Set in the child process of the crash test: where it commits before it aborts.
 const CRASH_CHILD_DIR: &str = "COFFER_STORE_CRASH_CHILD_DIR";
 const CRASH_CHILD_BATCHES: u64 = 40;
