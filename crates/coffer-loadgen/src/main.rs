@@ -544,7 +544,7 @@ async fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String, String> {
 }
 
 /// When [`settle`] runs, which decides what is worth printing about its wait.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum SettleAt {
     /// Before a phase: only a long wait is news (an earlier phase or growing the data left work).
     PhaseStart,
@@ -582,6 +582,28 @@ async fn settle_at(
     Ok(Some(settled))
 }
 
+/// Completes a phase's result once it ran: its wait before it, the server's view of it
+/// (`before` is the server's histogram when it started), and for a write phase the checkpoint
+/// work it left, waited for here. A failed wait is printed; the run then ends.
+async fn finish_phase(
+    mut result: PhaseResult,
+    settled_before: Option<Settled>,
+    before: Option<RequestDurations>,
+    writes: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
+    args: &Args,
+) -> Result<PhaseResult, ()> {
+    result.settle_s = settled_before.map(|s| s.waited.as_secs_f64());
+    if let (Some(before), Some(after)) = (before, request_durations(metrics_addr).await) {
+        result.server = ServerLatency::between(&before, &after);
+    }
+    if writes {
+        let caught_up = settle_at(SettleAt::WritePhaseEnd, metrics_addr, args).await?;
+        result.caught_up(caught_up);
+    }
+    Ok(result)
+}
+
 /// The server's request histogram now, when its metrics are reachable. A failed scrape only
 /// costs the phase its server-side column, so it is reported and the run goes on.
 async fn request_durations(metrics_addr: Option<std::net::SocketAddr>) -> Option<RequestDurations> {
@@ -590,17 +612,6 @@ async fn request_durations(metrics_addr: Option<std::net::SocketAddr>) -> Option
         .and_then(|body| RequestDurations::parse(&body))
         .map_err(|error| eprintln!("  no server-side latency for this phase: {error}"))
         .ok()
-}
-
-/// Fills in the server's view of the phase that ran between the two scrapes.
-fn add_server_latency(
-    result: &mut PhaseResult,
-    before: Option<RequestDurations>,
-    after: Option<RequestDurations>,
-) {
-    if let (Some(before), Some(after)) = (before, after) {
-        result.server = ServerLatency::between(&before, &after);
-    }
 }
 
 /// Where a write phase starts: its number, to make its keys its own, and the newest transaction
@@ -1024,7 +1035,7 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
-            let mut result = match phase {
+            let result = match phase {
                 Phase::Noop => noop_phase(&args, &health).await,
                 Phase::Disk => match disk_phase(&args, probe_dir.path()).await {
                     Ok(result) => result,
@@ -1067,18 +1078,15 @@ async fn main() -> std::process::ExitCode {
                     None => continue,
                 },
             };
-            result.settle_s = settled.map(|s| s.waited.as_secs_f64());
-            add_server_latency(&mut result, before, request_durations(metrics_addr).await);
-            if matches!(
+            let writes = matches!(
                 phase,
                 Phase::Purchase | Phase::PurchaseHalfPeak | Phase::Mixed
-            ) {
-                let Ok(caught_up) = settle_at(SettleAt::WritePhaseEnd, metrics_addr, &args).await
-                else {
-                    return std::process::ExitCode::FAILURE;
-                };
-                result.caught_up(caught_up);
-            }
+            );
+            let Ok(result) =
+                finish_phase(result, settled, before, writes, metrics_addr, &args).await
+            else {
+                return std::process::ExitCode::FAILURE;
+            };
             results.push(result);
         }
         rounds.push(results);
@@ -1110,14 +1118,11 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
-            let mut result = purchase_phase(&name, &args, &connections, players, None).await;
-            result.settle_s = settled.map(|s| s.waited.as_secs_f64());
-            add_server_latency(&mut result, before, request_durations(metrics_addr).await);
-            let Ok(caught_up) = settle_at(SettleAt::WritePhaseEnd, metrics_addr, &args).await
+            let result = purchase_phase(&name, &args, &connections, players, None).await;
+            let Ok(result) = finish_phase(result, settled, before, true, metrics_addr, &args).await
             else {
                 return std::process::ExitCode::FAILURE;
             };
-            result.caught_up(caught_up);
             runs.push(result);
         }
         let mut by_rate: Vec<&PhaseResult> = runs.iter().collect();

@@ -146,8 +146,7 @@ struct Shared {
     epochs: AtomicU64,
     /// The newest journal record the ledger file includes.
     checkpointed_through: AtomicU64,
-    last_checkpoint_ms: AtomicU64,
-    checkpoint_busy: Mutex<CheckpointBusy>,
+    checkpoint_clock: Mutex<CheckpointClock>,
     /// Held for a whole checkpoint, and by a reopen, so the two never overlap.
     checkpoint_gate: Mutex<()>,
     signal: Signal,
@@ -161,16 +160,32 @@ struct Shared {
     faults: Option<StorageFaults>,
 }
 
-/// The checkpointer's time spent writing checkpoints, the one in progress included: what it
-/// worked, apart from what it waited for work.
+/// How long checkpoints take: the last one, and all of them together with the one in progress
+/// (what the checkpointer worked, apart from what it waited for work).
 #[derive(Debug, Default)]
-struct CheckpointBusy {
+struct CheckpointClock {
+    last: Duration,
     finished: Duration,
     running_since: Option<std::time::Instant>,
 }
 
-impl CheckpointBusy {
-    fn total(&self) -> Duration {
+impl CheckpointClock {
+    fn start(&mut self) {
+        self.running_since = Some(std::time::Instant::now());
+    }
+
+    /// Ends the checkpoint [`CheckpointClock::start`] began; returns how long it took.
+    fn finish(&mut self) -> Duration {
+        let since = self
+            .running_since
+            .take()
+            .expect("a checkpoint finishes after it starts");
+        self.last = since.elapsed();
+        self.finished += self.last;
+        self.last
+    }
+
+    fn busy_total(&self) -> Duration {
         self.finished
             + self
                 .running_since
@@ -205,8 +220,7 @@ impl RedbStore {
             sync_gate: Mutex::new(()),
             epochs: AtomicU64::new(0),
             checkpointed_through: AtomicU64::new(0),
-            last_checkpoint_ms: AtomicU64::new(0),
-            checkpoint_busy: Mutex::default(),
+            checkpoint_clock: Mutex::default(),
             checkpoint_gate: Mutex::new(()),
             signal: Signal::default(),
             stopping: AtomicBool::new(false),
@@ -864,21 +878,14 @@ impl Shared {
         if let Err(error) = self.wait_durable(ticket) {
             return Err(self.write_failed(error));
         }
-        let started = std::time::Instant::now();
-        self.checkpoint_busy
-            .lock()
-            .expect("checkpoint clock poisoned")
-            .running_since = Some(started);
-        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
-        let took = started.elapsed();
-        {
-            let mut busy = self
-                .checkpoint_busy
+        let clock = || {
+            self.checkpoint_clock
                 .lock()
-                .expect("checkpoint clock poisoned");
-            busy.finished += took;
-            busy.running_since = None;
-        }
+                .expect("checkpoint clock poisoned")
+        };
+        clock().start();
+        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
+        let took = clock().finish();
         drop(databases);
         if let Err(error) = written {
             return Err(self.write_failed(error));
@@ -893,8 +900,6 @@ impl Shared {
         }
         self.checkpointed_through
             .store(generation.last_seq, Ordering::SeqCst);
-        self.last_checkpoint_ms
-            .store(took.as_millis() as u64, Ordering::Relaxed);
         self.signal.notify();
         tracing::debug!(
             transactions = generation.transactions.len(),
@@ -1128,17 +1133,16 @@ impl Store for RedbStore {
 
     fn checkpoint_status(&self) -> Option<CheckpointStatus> {
         let journaled = self.journaled_through();
+        let clock = self
+            .shared
+            .checkpoint_clock
+            .lock()
+            .expect("checkpoint clock poisoned");
         Some(CheckpointStatus {
             journal_records_pending: journaled.saturating_sub(self.checkpointed_through()),
             frozen_generations: self.shared.read_overlay().frozen.len() as u64,
-            last_checkpoint_ms: self.shared.last_checkpoint_ms.load(Ordering::Relaxed),
-            checkpoint_busy_us_total: self
-                .shared
-                .checkpoint_busy
-                .lock()
-                .expect("checkpoint clock poisoned")
-                .total()
-                .as_micros() as u64,
+            last_checkpoint_ms: clock.last.as_millis() as u64,
+            checkpoint_busy_us_total: clock.busy_total().as_micros() as u64,
         })
     }
 
