@@ -1,16 +1,12 @@
-//! Storage faults on demand, for reliability tests: a redb storage backend for the ledger file,
-//! and a check before every journal write and sync, passing every call to the real file until
-//! told to fail writes, syncs, or to behave like a full disk. The server must then answer
+//! Storage faults on demand, for reliability tests: a check before every write and sync of the
+//! ledger file (in its redb storage backend, `ledger_file.rs`) and of the journal, letting
+//! every call reach the real file until told to fail writes, syncs, or to behave like a full
+//! disk. The server must then answer
 //! UNAVAILABLE, acknowledge nothing it did not commit and recover once the fault clears; tests
 //! flip the switch while real clients keep calling.
 
-use std::fs::File;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-
-use redb::StorageBackend;
-use redb::backends::FileBackend;
 
 /// What the storage does now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +59,15 @@ impl StorageFaults {
         }
     }
 
+    /// What growing or shrinking the file from `len` to `new_len` bytes meets now: "no space
+    /// left on device" for growth under `DiskFull`.
+    pub(crate) fn before_set_len(&self, len: u64, new_len: u64) -> Result<(), std::io::Error> {
+        if self.current() == Fault::DiskFull && new_len > len {
+            return Err(self.fail(std::io::ErrorKind::StorageFull, "disk full"));
+        }
+        Ok(())
+    }
+
     /// What an `fsync` meets now: an error under `SyncError`.
     pub(crate) fn before_sync(&self) -> Result<(), std::io::Error> {
         if self.current() == Fault::SyncError {
@@ -74,98 +79,5 @@ impl StorageFaults {
     fn fail(&self, kind: std::io::ErrorKind, what: &str) -> std::io::Error {
         self.injected.fetch_add(1, Ordering::SeqCst);
         std::io::Error::new(kind, format!("injected fault: {what}"))
-    }
-}
-
-/// The real file behind a [`StorageFaults`] switch.
-#[derive(Debug)]
-pub(crate) struct FaultyFile {
-    file: FileBackend,
-    faults: StorageFaults,
-}
-
-impl FaultyFile {
-    pub(crate) fn new(
-        file: File,
-        faults: StorageFaults,
-    ) -> Result<FaultyFile, redb::DatabaseError> {
-        Ok(FaultyFile {
-            file: FileBackend::new(file)?,
-            faults,
-        })
-    }
-}
-
-impl StorageBackend for FaultyFile {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        self.file.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        self.file.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        if self.faults.current() == Fault::DiskFull && len > self.file.len()? {
-            return Err(self
-                .faults
-                .fail(std::io::ErrorKind::StorageFull, "disk full"));
-        }
-        self.file.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.faults.before_sync()?;
-        self.file.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        self.faults.before_write()?;
-        self.file.write(offset, data)
-    }
-
-    fn close(&self) -> Result<(), std::io::Error> {
-        self.file.close()
-    }
-
-    // Locks are the real file's, so a second process still cannot open the database.
-    fn try_lock_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.file.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.file.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
-        self.file.lock_range(start, end)
-    }
-
-    fn lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<(), redb::BackendError> {
-        self.file.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
-        self.file.unlock_range(start, end)
-    }
-
-    fn query_lock_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.file.query_lock_range(start, end)
     }
 }

@@ -19,7 +19,7 @@ use coffer_core::{
     Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
-use crate::faults::{FaultyFile, StorageFaults};
+use crate::faults::StorageFaults;
 use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
     encode_record_into, keep_ends,
@@ -27,6 +27,7 @@ use crate::journal::{
 use crate::journal_file::{
     JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
 };
+use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
@@ -293,18 +294,15 @@ impl Drop for RedbStore {
 
 /// Opens one file, through the fault switch when there is one, and checks every page.
 fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database, StoreError> {
-    let opened = match faults {
-        None => Database::create(path),
-        Some(faults) => std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(redb::DatabaseError::from)
-            .and_then(|file| FaultyFile::new(file, faults.clone()))
-            .and_then(|file| Database::builder().create_with_backend(file)),
-    };
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(redb::DatabaseError::from)
+        .and_then(|file| LedgerFile::new(file, faults.cloned()))
+        .and_then(|file| Database::builder().create_with_backend(file));
     match opened {
         Ok(mut db) => {
             // Every page's checksum, before anything is served from the file.
