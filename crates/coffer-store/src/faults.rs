@@ -1,9 +1,8 @@
 //! Storage faults on demand, for reliability tests: a check before every write and sync of the
 //! ledger file (in its redb storage backend, `ledger_file.rs`) and of the journal, letting
 //! every call reach the real file until told to fail writes, syncs, or to behave like a full
-//! disk. The server must then answer
-//! UNAVAILABLE, acknowledge nothing it did not commit and recover once the fault clears; tests
-//! flip the switch while real clients keep calling.
+//! disk. The server must then answer UNAVAILABLE, acknowledge nothing it did not commit and
+//! recover once the fault clears; tests flip the switch while real clients keep calling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
