@@ -292,7 +292,8 @@ impl Drop for RedbStore {
     }
 }
 
-/// Opens one file, through the fault switch when there is one, and checks every page.
+/// Opens one file through [`LedgerFile`] (paced writeback, and the fault switch when there is
+/// one) and checks every page.
 fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database, StoreError> {
     let opened = std::fs::OpenOptions::new()
         .read(true)
