@@ -96,9 +96,10 @@ pub struct Metrics {
     journal_records_pending: Gauge,
     frozen_generations: Gauge,
     last_checkpoint: Gauge<f64, std::sync::atomic::AtomicU64>,
-    /// Moved up to the store's total at each scrape; the lock keeps two scrapes from both
+    generation_age_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Moved up to the store's totals at each scrape; the lock keeps two scrapes from both
     /// adding the same difference.
-    checkpoint_busy: std::sync::Mutex<Counter<f64, std::sync::atomic::AtomicU64>>,
+    store_counters: std::sync::Mutex<StoreCounters>,
     /// Read at each scrape; weak, so a scrape never keeps a stopped server's store open.
     store: std::sync::RwLock<Option<std::sync::Weak<dyn coffer_store::Store>>>,
 }
@@ -176,12 +177,26 @@ impl Metrics {
             Unit::Seconds,
             last_checkpoint.clone(),
         );
+        let generation_age_limit = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "checkpoint_generation_age_limit",
+            "Age at which the open generation is frozen for its checkpoint: the checkpoint interval, stretched while checkpoints rewrite many pages per change (embedded redb store)",
+            Unit::Seconds,
+            generation_age_limit.clone(),
+        );
         let checkpoint_busy = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register_with_unit(
             "checkpoint_busy",
             "Time the checkpointer spent writing checkpoints, the one in progress included (embedded redb store); its rate is the checkpointer's utilisation",
             Unit::Seconds,
             checkpoint_busy.clone(),
+        );
+        let ledger_written = Counter::default();
+        registry.register_with_unit(
+            "ledger_written",
+            "Bytes of pages written to the ledger file (checkpoints, catalog saves, imports; embedded redb store); per purchase, what checkpoints cost the disk",
+            Unit::Bytes,
+            ledger_written.clone(),
         );
         Metrics {
             registry,
@@ -195,7 +210,11 @@ impl Metrics {
             journal_records_pending,
             frozen_generations,
             last_checkpoint,
-            checkpoint_busy: std::sync::Mutex::new(checkpoint_busy),
+            generation_age_limit,
+            store_counters: std::sync::Mutex::new(StoreCounters {
+                checkpoint_busy,
+                ledger_written,
+            }),
             store: std::sync::RwLock::new(None),
         }
     }
@@ -264,20 +283,30 @@ impl Metrics {
                 .set(i64::try_from(status.frozen_generations).unwrap_or(i64::MAX));
             self.last_checkpoint
                 .set(status.last_checkpoint_ms as f64 / 1000.0);
-            let busy = self
-                .checkpoint_busy
-                .lock()
-                .expect("checkpoint busy counter poisoned");
-            let behind_s = status.checkpoint_busy_us_total as f64 / 1_000_000.0 - busy.get();
+            self.generation_age_limit
+                .set(status.generation_age_limit_ms as f64 / 1000.0);
+            let counters = self.store_counters.lock().expect("store counters poisoned");
+            let behind_s = status.checkpoint_busy_us_total as f64 / 1_000_000.0
+                - counters.checkpoint_busy.get();
             if behind_s > 0.0 {
-                busy.inc_by(behind_s);
+                counters.checkpoint_busy.inc_by(behind_s);
             }
+            let behind_bytes = status
+                .ledger_written_bytes_total
+                .saturating_sub(counters.ledger_written.get());
+            counters.ledger_written.inc_by(behind_bytes);
         }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// Counters that follow totals the store keeps.
+struct StoreCounters {
+    checkpoint_busy: Counter<f64, std::sync::atomic::AtomicU64>,
+    ledger_written: Counter,
 }
 
 /// The stable reason of a refusal: the `ErrorInfo.reason` of our own domain, if any.

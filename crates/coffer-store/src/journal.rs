@@ -23,11 +23,48 @@ use crate::record::{decode, encode_into};
 
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
 /// writer freezes it for a checkpoint. Larger generations share more page writes per checkpoint
-/// and cost more memory and a longer recovery. Sized so that the checkpoint interval, not this
-/// bound, ends a generation at peak load (≈ 20k purchases/s × 3 changes × 4 s): with a million
-/// players nearly every purchase dirties its own account, history and idempotency leaves, and
-/// only a longer generation lets several purchases share a leaf's rewrite.
-pub const GENERATION_WEIGHT_MAX: usize = 262_144;
+/// and cost more memory (a few KiB per purchase) and a longer recovery. Sized so that the age
+/// limit, not this bound, ends a generation at peak load (≈ 20k purchases/s × 3 changes × 4 s,
+/// or × 16 s once generations are stretched, see [`next_generation_age`]).
+pub const GENERATION_WEIGHT_MAX: usize = 786_432;
+
+/// How many times the checkpoint interval a generation may stay open at most.
+pub const GENERATION_STRETCH_MAX: u32 = 4;
+
+/// A checkpoint that wrote more page bytes than this per change it folded in was rewriting
+/// leaves that few of its changes shared: the next generation stays open twice as long (up to
+/// [`GENERATION_STRETCH_MAX`] times the interval). At a million players the tables are so large
+/// that a 4-s generation's rows land on nearly as many leaves as there are rows, and a
+/// checkpoint rewrites most of the tables whatever its size: 1–1.5 KiB per change measured,
+/// against 0.1–0.4 KiB with ten thousand players.
+pub const STRETCH_ABOVE_BYTES_PER_CHANGE: u64 = 512;
+
+/// Below this many page bytes per change, checkpoints share their pages well, and generations
+/// shrink back toward the interval (less memory, shorter recovery).
+pub const SHRINK_BELOW_BYTES_PER_CHANGE: u64 = 128;
+
+/// The age at which the next generation is frozen, after a checkpoint that wrote
+/// `written_bytes` of pages for a generation of `changes` changes; `current` is the age limit
+/// that generation had, `interval` the configured checkpoint interval. A checkpoint's cost is
+/// its count of distinct leaves; once that stops growing with its changes (a large table), a
+/// longer generation spreads the same rewrite over more changes.
+pub fn next_generation_age(
+    current: Duration,
+    interval: Duration,
+    written_bytes: u64,
+    changes: usize,
+) -> Duration {
+    let longest = interval * GENERATION_STRETCH_MAX;
+    let per_change = written_bytes / (changes.max(1) as u64);
+    let next = if per_change > STRETCH_ABOVE_BYTES_PER_CHANGE {
+        current * 2
+    } else if per_change < SHRINK_BELOW_BYTES_PER_CHANGE {
+        current / 2
+    } else {
+        current
+    };
+    next.clamp(interval, longest)
+}
 
 /// Frozen generations waiting for their checkpoint before the writer waits (back-pressure): the
 /// writer never runs further ahead of the ledger file than this plus the active generation.
@@ -179,6 +216,11 @@ impl Generation {
 
     pub fn is_full(&self) -> bool {
         self.weight >= GENERATION_WEIGHT_MAX
+    }
+
+    /// Changes absorbed: transactions, idempotency outcomes and account states.
+    pub fn weight(&self) -> usize {
+        self.weight
     }
 
     /// An empty generation whose maps have room for as many entries as `previous` ended with.
@@ -503,5 +545,36 @@ mod tests {
         assert_eq!(written_by, 3);
         assert_eq!(overlay.transactions_in(..2, 10).1, 1);
         assert_eq!(overlay.next_transaction_id(), Some(4));
+    }
+
+    #[test]
+    fn generations_stretch_while_checkpoints_rewrite_many_pages_per_change_and_shrink_back() {
+        let interval = Duration::from_secs(4);
+        let changes = 200_000;
+        let per_change = |bytes: u64| bytes * changes as u64;
+        // A large table: every change costs the checkpoint a page of its own.
+        let mut age = interval;
+        let mut ages = Vec::new();
+        for _ in 0..4 {
+            age = next_generation_age(age, interval, per_change(4096), changes);
+            ages.push(age.as_secs());
+        }
+        assert_eq!(ages, [8, 16, 16, 16], "doubles up to the bound");
+        // In between the thresholds the length holds.
+        age = next_generation_age(age, interval, per_change(300), changes);
+        assert_eq!(age.as_secs(), 16);
+        // Pages shared well again: back down, never below the interval.
+        let mut ages = Vec::new();
+        for _ in 0..3 {
+            age = next_generation_age(age, interval, per_change(64), changes);
+            ages.push(age.as_secs());
+        }
+        assert_eq!(ages, [8, 4, 4]);
+        // An empty generation divides by nothing.
+        assert_eq!(next_generation_age(interval, interval, 0, 0), interval);
+        assert_eq!(
+            next_generation_age(interval, interval, 1 << 20, 0),
+            interval * 2
+        );
     }
 }

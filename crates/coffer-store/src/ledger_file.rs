@@ -11,7 +11,8 @@
 
 use std::fs::File;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -30,6 +31,8 @@ pub(crate) struct LedgerFile {
     writeback: File,
     /// `(offset, length)` of every write since the last sync, in the order written.
     unsynced: Mutex<Vec<(u64, u64)>>,
+    /// Bytes written to the file, shared with the store: what a checkpoint cost in pages.
+    written_bytes: Arc<AtomicU64>,
     faults: Option<StorageFaults>,
 }
 
@@ -37,12 +40,14 @@ impl LedgerFile {
     pub(crate) fn new(
         file: File,
         faults: Option<StorageFaults>,
+        written_bytes: Arc<AtomicU64>,
     ) -> Result<LedgerFile, redb::DatabaseError> {
         let writeback = file.try_clone()?;
         Ok(LedgerFile {
             file: FileBackend::new(file)?,
             writeback,
             unsynced: Mutex::default(),
+            written_bytes,
             faults,
         })
     }
@@ -134,6 +139,8 @@ impl StorageBackend for LedgerFile {
             faults.before_write()?;
         }
         self.file.write(offset, data)?;
+        self.written_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.unsynced
             .lock()
             .expect("ledger file lock")

@@ -22,7 +22,10 @@ mod redb_store;
 pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
 pub use faults::{Fault, StorageFaults};
-pub use journal::{FROZEN_GENERATIONS_MAX, GENERATION_WEIGHT_MAX};
+pub use journal::{
+    FROZEN_GENERATIONS_MAX, GENERATION_STRETCH_MAX, GENERATION_WEIGHT_MAX,
+    SHRINK_BELOW_BYTES_PER_CHANGE, STRETCH_ABOVE_BYTES_PER_CHANGE,
+};
 pub use journal_file::{JOURNAL_DIR_NAME, journal_record_count};
 pub use postgres_store::{COMMIT_CHANNEL, PostgresStore};
 pub use redb_store::{
@@ -93,6 +96,13 @@ pub struct CheckpointStatus {
     /// Time spent writing checkpoints since the store opened, the one in progress included;
     /// its rate of growth is how busy the checkpointer is.
     pub checkpoint_busy_us_total: u64,
+    /// Bytes of pages written to the ledger file since the store opened (checkpoints, catalog
+    /// saves, imports); per change checkpointed, what the checkpoints cost the disk.
+    pub ledger_written_bytes_total: u64,
+    /// The age at which the open generation is frozen for its checkpoint: the checkpoint
+    /// interval, or up to [`GENERATION_STRETCH_MAX`] times it while checkpoints rewrite many
+    /// pages per change.
+    pub generation_age_limit_ms: u64,
 }
 
 /// A catalog as stored: its version and the TOML it was loaded from.

@@ -22,7 +22,7 @@ use coffer_core::{
 use crate::faults::StorageFaults;
 use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
-    encode_record_into, keep_ends,
+    encode_record_into, keep_ends, next_generation_age,
 };
 use crate::journal_file::{
     JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
@@ -158,6 +158,11 @@ struct Shared {
     journal_dir: PathBuf,
     two_phase_commit: bool,
     checkpoint_interval: Duration,
+    /// The age at which the active generation is frozen: the interval, stretched while
+    /// checkpoints rewrite many pages per change (see [`next_generation_age`]). Milliseconds.
+    generation_age_limit_ms: AtomicU64,
+    /// Bytes written to the ledger file since the store opened (every opening of it).
+    ledger_written_bytes: Arc<AtomicU64>,
     faults: Option<StorageFaults>,
 }
 
@@ -230,6 +235,8 @@ impl RedbStore {
             journal_dir: data_dir.join(JOURNAL_DIR_NAME),
             two_phase_commit,
             checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),
+            generation_age_limit_ms: AtomicU64::new(checkpoint_interval_ms.max(1)),
+            ledger_written_bytes: Arc::default(),
             faults,
         };
         let (databases, applied_through) = shared.open_databases()?;
@@ -294,7 +301,11 @@ impl Drop for RedbStore {
 
 /// Opens one file through [`LedgerFile`] (paced writeback, and the fault switch when there is
 /// one) and checks every page.
-fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database, StoreError> {
+fn open_database(
+    path: &Path,
+    faults: Option<&StorageFaults>,
+    written_bytes: &Arc<AtomicU64>,
+) -> Result<Database, StoreError> {
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -302,7 +313,7 @@ fn open_database(path: &Path, faults: Option<&StorageFaults>) -> Result<Database
         .truncate(false)
         .open(path)
         .map_err(redb::DatabaseError::from)
-        .and_then(|file| LedgerFile::new(file, faults.cloned()))
+        .and_then(|file| LedgerFile::new(file, faults.cloned(), Arc::clone(written_bytes)))
         .and_then(|file| Database::builder().create_with_backend(file));
     match opened {
         Ok(mut db) => {
@@ -498,7 +509,11 @@ impl Shared {
     /// include yet into it and starts an empty journal. Returns the newest journal record the
     /// ledger file includes.
     fn open_databases(&self) -> Result<(Databases, u64), StoreError> {
-        let ledger = open_database(&self.ledger_path, self.faults.as_ref())?;
+        let ledger = open_database(
+            &self.ledger_path,
+            self.faults.as_ref(),
+            &self.ledger_written_bytes,
+        )?;
         {
             let mut txn = ledger.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -793,7 +808,11 @@ impl Shared {
         }
         let overlay = self.read_overlay();
         !overlay.frozen.is_empty()
-            || (!overlay.active.is_empty() && overlay.active.age() >= self.checkpoint_interval)
+            || (!overlay.active.is_empty() && overlay.active.age() >= self.generation_age_limit())
+    }
+
+    fn generation_age_limit(&self) -> Duration {
+        Duration::from_millis(self.generation_age_limit_ms.load(Ordering::SeqCst))
     }
 
     fn run_checkpointer(&self) {
@@ -821,7 +840,7 @@ impl Shared {
                     let mut overlay = self.overlay.write().expect("overlay lock poisoned");
                     if stopping
                         || (overlay.frozen.is_empty()
-                            && overlay.active.age() >= self.checkpoint_interval)
+                            && overlay.active.age() >= self.generation_age_limit())
                     {
                         overlay.freeze();
                     }
@@ -882,9 +901,11 @@ impl Shared {
                 .lock()
                 .expect("checkpoint clock poisoned")
         };
+        let written_before = self.ledger_written_bytes.load(Ordering::SeqCst);
         clock().start();
         let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
         let took = clock().finish();
+        let written_bytes = self.ledger_written_bytes.load(Ordering::SeqCst) - written_before;
         drop(databases);
         if let Err(error) = written {
             return Err(self.write_failed(error));
@@ -899,12 +920,23 @@ impl Shared {
         }
         self.checkpointed_through
             .store(generation.last_seq, Ordering::SeqCst);
+        let age_limit = next_generation_age(
+            self.generation_age_limit(),
+            self.checkpoint_interval,
+            written_bytes,
+            generation.weight(),
+        );
+        self.generation_age_limit_ms
+            .store(age_limit.as_millis() as u64, Ordering::SeqCst);
         self.signal.notify();
         tracing::debug!(
             transactions = generation.transactions.len(),
             accounts = generation.accounts.len(),
+            changes = generation.weight(),
             through_record = generation.last_seq,
             checkpoint_ms = took.as_millis() as u64,
+            written_bytes,
+            next_generation_age_ms = age_limit.as_millis() as u64,
             "checkpoint committed"
         );
         Ok(true)
@@ -1142,6 +1174,8 @@ impl Store for RedbStore {
             frozen_generations: self.shared.read_overlay().frozen.len() as u64,
             last_checkpoint_ms: clock.last.as_millis() as u64,
             checkpoint_busy_us_total: clock.busy_total().as_micros() as u64,
+            ledger_written_bytes_total: self.shared.ledger_written_bytes.load(Ordering::SeqCst),
+            generation_age_limit_ms: self.shared.generation_age_limit_ms.load(Ordering::SeqCst),
         })
     }
 
