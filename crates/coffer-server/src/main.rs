@@ -44,8 +44,9 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: not served].
     #[arg(long, env = "COFFER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
-    /// redb: longest a committed change waits in the journal before a checkpoint folds it into
-    /// coffer.redb [default: 4000].
+    /// redb: how long a committed change waits in the journal before a checkpoint folds it into
+    /// coffer.redb; up to 4x as long while checkpoints rewrite many pages per change
+    /// [default: 4000].
     #[arg(long, env = "COFFER_REDB_CHECKPOINT_INTERVAL_MS")]
     redb_checkpoint_interval_ms: Option<u64>,
 }

@@ -54,7 +54,8 @@ pub struct FileConfig {
     /// The redb ledger file's commits (checkpoints) with two syncs (two-phase) or one
     /// [default: true]; the journal takes one `fdatasync` per batch either way.
     pub redb_two_phase_commit: Option<bool>,
-    /// Longest a journaled change waits for its checkpoint into `coffer.redb` [default: 4000].
+    /// How long a journaled change waits for its checkpoint into `coffer.redb`, up to 4x as long
+    /// while checkpoints rewrite many pages per change [default: 4000].
     pub redb_checkpoint_interval_ms: Option<u64>,
     pub security: FileSecurity,
     #[serde(default)]
