@@ -49,6 +49,8 @@ const SETTLE_POLL_MS: u64 = 20;
 const RECORDS_PENDING_METRIC: &str = "coffer_journal_records_pending";
 /// The server's counter of time its checkpointer spent writing checkpoints.
 const CHECKPOINT_BUSY_METRIC: &str = "coffer_checkpoint_busy_seconds_total";
+/// Bytes of pages the server wrote to its ledger file (redb store; absent from others).
+const LEDGER_WRITTEN_METRIC: &str = "coffer_ledger_written_bytes_total";
 
 /// Counts the write phases run so far, so no two phases (in a round or across rounds) share an
 /// idempotency key: a repeated key is answered from its stored outcome, a replay that does no work.
@@ -173,6 +175,11 @@ struct PhaseResult {
     /// use this; `per_second` is the rate answers came back at.
     #[serde(skip_serializing_if = "Option::is_none")]
     sustained_per_second: Option<f64>,
+    /// For a write phase against the redb store: the bytes of pages its checkpoints wrote to the
+    /// ledger file (from the end of the wait before it to the end of the wait after it), per
+    /// request; what the data's size makes each write cost the disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_written_bytes_per_request: Option<f64>,
     /// The same phase in the server's own request histogram (absent without its metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<ServerLatency>,
@@ -482,6 +489,8 @@ struct Settled {
     /// The checkpointer's working time in that span ([`CHECKPOINT_BUSY_METRIC`]): the wait
     /// without the time a generation spent waiting to be old enough for its checkpoint.
     checkpoint_busy_s: f64,
+    /// [`LEDGER_WRITTEN_METRIC`] at the scrape that found nothing pending, when the server has it.
+    ledger_written_bytes: Option<f64>,
 }
 
 /// The value of the unlabelled sample `name` in a Prometheus text body.
@@ -514,6 +523,7 @@ async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Settled, String> {
             return Ok(Settled {
                 waited: started.elapsed(),
                 checkpoint_busy_s: busy - busy_at_start,
+                ledger_written_bytes: metric_value(&body, LEDGER_WRITTEN_METRIC),
             });
         }
         if started.elapsed() >= Duration::from_secs(SETTLE_TIMEOUT_S) {
@@ -600,8 +610,25 @@ async fn finish_phase(
     if writes {
         let caught_up = settle_at(SettleAt::WritePhaseEnd, metrics_addr, args).await?;
         result.caught_up(caught_up);
+        result.checkpoint_written_bytes_per_request = written_per_request(
+            settled_before.and_then(|s| s.ledger_written_bytes),
+            caught_up.and_then(|s| s.ledger_written_bytes),
+            result.requests,
+        );
+        if let (Some(bytes), false) = (result.checkpoint_written_bytes_per_request, args.json) {
+            eprintln!(
+                "  checkpoints wrote {:.2} KiB of ledger pages per request",
+                bytes / 1024.0
+            );
+        }
     }
     Ok(result)
+}
+
+/// Ledger bytes written between two settled scrapes, per request of the phase between them.
+fn written_per_request(before: Option<f64>, after: Option<f64>, requests: u64) -> Option<f64> {
+    let written = after? - before?;
+    (requests > 0 && written >= 0.0).then(|| written / requests as f64)
 }
 
 /// The server's request histogram now, when its metrics are reachable. A failed scrape only
@@ -1257,6 +1284,19 @@ coffer_journal_records_pending{shard=\"a\"} 3
     }
 
     #[test]
+    fn ledger_bytes_per_request_need_both_scrapes_and_some_requests() {
+        assert_eq!(
+            written_per_request(Some(1_000.0), Some(41_960.0), 10),
+            Some(4_096.0)
+        );
+        assert_eq!(written_per_request(None, Some(4_096.0), 10), None);
+        assert_eq!(written_per_request(Some(0.0), None, 10), None);
+        assert_eq!(written_per_request(Some(0.0), Some(4_096.0), 0), None);
+        // A restarted server's counter starts again: no answer rather than a negative one.
+        assert_eq!(written_per_request(Some(9_000.0), Some(4_096.0), 10), None);
+    }
+
+    #[test]
     fn a_write_phase_is_charged_the_checkpoint_work_not_the_wait() {
         let mut phase = PhaseResult {
             requests: 100_000,
@@ -1272,6 +1312,7 @@ coffer_journal_records_pending{shard=\"a\"} 3
         phase.caught_up(Some(Settled {
             waited: Duration::from_secs(3),
             checkpoint_busy_s: 2.5,
+            ledger_written_bytes: None,
         }));
         assert_eq!(phase.checkpoint_catch_up_s, Some(2.5));
         assert_eq!(phase.checkpoint_wait_s, Some(3.0));
