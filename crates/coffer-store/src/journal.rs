@@ -22,11 +22,13 @@ use crate::StoreError;
 use crate::record::{decode, encode_into};
 
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
-/// writer freezes it for a checkpoint. Larger generations share more page writes per checkpoint
-/// and cost more memory (a few KiB per purchase) and a longer recovery. Sized so that the age
-/// limit, not this bound, ends a generation at peak load (≈ 20k purchases/s × 3 changes × 4 s,
-/// or × 16 s once generations are stretched, see [`next_generation_age`]).
-pub const GENERATION_WEIGHT_MAX: usize = 786_432;
+/// writer freezes it for a checkpoint, while generations are not stretched; a stretched one may
+/// hold as many times more as its age limit is longer (see [`generation_weight_limit`]).
+/// Larger generations share more page writes per checkpoint and cost more memory (a few KiB per
+/// purchase) and a longer recovery. Sized so that the age limit, not this bound, ends a
+/// generation at peak load (≈ 20k purchases/s × 3 changes × 4 s); bulk loads (growing the data
+/// by `Execute`) reach it first.
+pub const GENERATION_WEIGHT_MAX: usize = 262_144;
 
 /// How many times the checkpoint interval a generation may stay open at most.
 pub const GENERATION_STRETCH_MAX: u32 = 4;
@@ -42,6 +44,15 @@ pub const STRETCH_ABOVE_BYTES_PER_CHANGE: u64 = 512;
 /// Below this many page bytes per change, checkpoints share their pages well, and generations
 /// shrink back toward the interval (less memory, shorter recovery).
 pub const SHRINK_BELOW_BYTES_PER_CHANGE: u64 = 128;
+
+/// The changes a generation may hold with this age limit: [`GENERATION_WEIGHT_MAX`] scaled by
+/// how far the limit is stretched beyond the interval, so memory grows only where stretching
+/// pays for it.
+pub fn generation_weight_limit(age_limit: Duration, interval: Duration) -> usize {
+    let stretch = (age_limit.as_millis() / interval.as_millis().max(1))
+        .clamp(1, u128::from(GENERATION_STRETCH_MAX));
+    GENERATION_WEIGHT_MAX * stretch as usize
+}
 
 /// The age at which the next generation is frozen, after a checkpoint that wrote
 /// `written_bytes` of pages for a generation of `changes` changes; `current` is the age limit
@@ -212,10 +223,6 @@ impl Generation {
         }
         self.weight +=
             changes.transactions.len() + changes.idempotency.len() + changes.accounts.len();
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.weight >= GENERATION_WEIGHT_MAX
     }
 
     /// Changes absorbed: transactions, idempotency outcomes and account states.
@@ -570,6 +577,15 @@ mod tests {
             ages.push(age.as_secs());
         }
         assert_eq!(ages, [8, 4, 4]);
+        // Memory follows the stretch.
+        assert_eq!(
+            generation_weight_limit(interval, interval),
+            GENERATION_WEIGHT_MAX
+        );
+        assert_eq!(
+            generation_weight_limit(interval * 4, interval),
+            4 * GENERATION_WEIGHT_MAX
+        );
         // An empty generation divides by nothing.
         assert_eq!(next_generation_age(interval, interval, 0, 0), interval);
         assert_eq!(

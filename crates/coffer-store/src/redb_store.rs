@@ -22,7 +22,7 @@ use coffer_core::{
 use crate::faults::StorageFaults;
 use crate::journal::{
     FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
-    encode_record_into, keep_ends, next_generation_age,
+    encode_record_into, generation_weight_limit, keep_ends, next_generation_age,
 };
 use crate::journal_file::{
     JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
@@ -647,14 +647,16 @@ impl Shared {
     /// Waits while the active generation is full and enough frozen ones wait for their
     /// checkpoint; freezes the active one once there is room.
     fn wait_for_room(&self) -> Result<(), StoreError> {
+        let weight_limit =
+            generation_weight_limit(self.generation_age_limit(), self.checkpoint_interval);
         loop {
             // The common case, room in the active generation, needs only the read lock.
-            if !self.read_overlay().active.is_full() {
+            if self.read_overlay().active.weight() < weight_limit {
                 return Ok(());
             }
             {
                 let mut overlay = self.overlay.write().expect("overlay lock poisoned");
-                if !overlay.active.is_full() {
+                if overlay.active.weight() < weight_limit {
                     return Ok(());
                 }
                 if overlay.frozen.len() < FROZEN_GENERATIONS_MAX {
