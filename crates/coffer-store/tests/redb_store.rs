@@ -330,6 +330,36 @@ fn checkpoint_status_counts_the_checkpointers_work_not_its_waiting() {
     );
 }
 
+#[test]
+fn a_checkpoint_that_rewrites_pages_for_few_changes_stretches_the_next_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    let interval_ms = 3_600_000;
+    let store = RedbStore::open_with(
+        dir.path(),
+        RedbOptions {
+            checkpoint_interval_ms: interval_ms,
+            ..RedbOptions::default()
+        },
+    )
+    .unwrap();
+    let before = store.checkpoint_status().unwrap();
+    assert_eq!(before.generation_age_limit_ms, interval_ms);
+    // One grant: a handful of changes, each on a page (and branch pages) of its own.
+    store
+        .commit_batch(&[grant("solo", "s1", 1)], &catalog, 1)
+        .unwrap();
+    assert!(store.verify(&catalog).unwrap().is_clean());
+    let after = store.checkpoint_status().unwrap();
+    let written = after.ledger_written_bytes_total - before.ledger_written_bytes_total;
+    assert!(written >= 4096, "the checkpoint wrote pages: {after:?}");
+    assert_eq!(
+        after.generation_age_limit_ms,
+        2 * interval_ms,
+        "{written} bytes for a few changes: the next generation may stay open twice as long"
+    );
+}
+
 /// Set in the child process of the crash test: where it commits before it aborts.
 const CRASH_CHILD_DIR: &str = "COFFER_STORE_CRASH_CHILD_DIR";
 const CRASH_CHILD_BATCHES: u64 = 40;
