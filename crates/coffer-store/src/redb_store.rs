@@ -60,9 +60,10 @@ const CATALOG: &str = "catalog";
 const JOURNAL_APPLIED_THROUGH: &str = "journal_applied_through";
 
 /// How long a change waits in memory before a checkpoint (it is durable in the journal all
-/// along), unless generations are stretched (see [`next_generation_age`]). At a million players a checkpoint's cost is its count of distinct leaves, and
-/// 4 s generations share them: purchases at 1M reached 95 % of the 10k rate against 69–82 % with
-/// 1 s generations (separate server, 30-s phases, alternating), at the same rate at 10k.
+/// along), unless generations are stretched (see [`next_generation_age`]). At a million players
+/// a checkpoint's cost is its count of distinct leaves, and 4 s generations share them: purchases
+/// at 1M reached 95 % of the 10k rate against 69–82 % with 1 s generations (separate server,
+/// 30-s phases, alternating), at the same rate at 10k.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 4_000;
 /// How often waiting threads look again, in case a wake-up raced with a failure.
 const WAIT_POLL_MS: u64 = 50;
