@@ -1,6 +1,8 @@
 //! Commands: what a caller asks the ledger to do, with the idempotency key that makes it safe to
 //! retry. Commands are built by the transport layer after it has checked their shape.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -238,17 +240,23 @@ pub struct Command {
 impl Command {
     /// The key the outcome is stored under: the caller's, except for store operations, whose
     /// key is the store transaction itself so that no caller can redeem or refund it twice.
-    pub fn effective_key(&self) -> IdempotencyKey {
+    ///
+    /// Borrowed where it is the caller's: the writer looks it up several times per command.
+    pub fn effective_key(&self) -> Cow<'_, IdempotencyKey> {
         match &self.operation {
-            Operation::RedeemReceipt { purchase, .. } => {
-                IdempotencyKey::store(purchase.platform, &purchase.store_transaction_id)
-            }
+            Operation::RedeemReceipt { purchase, .. } => Cow::Owned(IdempotencyKey::store(
+                purchase.platform,
+                &purchase.store_transaction_id,
+            )),
             Operation::RefundStoreTransaction {
                 platform,
                 store_transaction_id,
                 ..
-            } => IdempotencyKey::store_refund(*platform, store_transaction_id),
-            _ => self.idempotency_key.clone(),
+            } => Cow::Owned(IdempotencyKey::store_refund(
+                *platform,
+                store_transaction_id,
+            )),
+            _ => Cow::Borrowed(&self.idempotency_key),
         }
     }
 

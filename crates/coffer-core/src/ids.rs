@@ -154,6 +154,14 @@ impl AccountId {
     }
 }
 
+/// Maps keyed by account can be searched with a player id without allocating an `AccountId`:
+/// the id is the name, and the derived order, equality and hash are the `String`'s.
+impl std::borrow::Borrow<str> for AccountId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

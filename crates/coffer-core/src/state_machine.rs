@@ -99,9 +99,9 @@ pub fn needed(commands: &[Command], loaded: &LoadedState) -> Prefetch {
     };
     for command in commands {
         let key = command.effective_key();
-        match loaded.idempotency.get(&key) {
+        match loaded.idempotency.get(key.as_ref()) {
             None => {
-                prefetch.idempotency_keys.insert(key);
+                prefetch.idempotency_keys.insert(key.into_owned());
             }
             Some(Some(StoredOutcome { result: Ok(id), .. })) => {
                 want_transaction(*id, &mut prefetch)
@@ -109,7 +109,10 @@ pub fn needed(commands: &[Command], loaded: &LoadedState) -> Prefetch {
             Some(_) => {}
         }
         for player in command.operation.players() {
-            want_account(AccountId::player(player), &mut prefetch);
+            // A player's account id is the player id: look it up before allocating one.
+            if !loaded.accounts.contains_key(player) {
+                want_account(AccountId::player(player), &mut prefetch);
+            }
         }
         if let Operation::Reverse { transaction_id } = command.operation {
             match loaded.transactions.get(&transaction_id) {
@@ -232,7 +235,7 @@ impl Working<'_> {
     fn apply(&mut self, command: &Command) -> Outcome {
         let fingerprint = command.fingerprint();
         let key = command.effective_key();
-        let previous = self.idempotency[&key].clone();
+        let previous = self.idempotency[key.as_ref()].clone();
         if let Some(stored) = previous {
             if stored.fingerprint != fingerprint
                 && let Some(outcome) = self.store_replay(command, &stored)
@@ -417,7 +420,7 @@ impl Working<'_> {
             fingerprint,
             result,
         };
-        let key = command.effective_key();
+        let key = command.effective_key().into_owned();
         self.idempotency.insert(key.clone(), Some(outcome.clone()));
         self.changes.idempotency.push((key, outcome));
     }
@@ -471,7 +474,9 @@ impl Working<'_> {
                         format!("offer {offer_id:?} ended at {until} (unix ms)"),
                     ));
                 }
-                check_price(expected_price, &offer.price, &format!("offer {offer_id:?}"))?;
+                check_price(expected_price, &offer.price, || {
+                    format!("offer {offer_id:?}")
+                })?;
                 let player = AccountId::player(player_id);
                 let bought = draft
                     .account(&player)
@@ -535,11 +540,9 @@ impl Working<'_> {
                     ));
                 }
                 let price = &levels[level as usize];
-                check_price(
-                    expected_price,
-                    price,
-                    &format!("level {target_level} of {item_id:?}"),
-                )?;
+                check_price(expected_price, price, || {
+                    format!("level {target_level} of {item_id:?}")
+                })?;
                 draft.transfer_amounts(&player, &shop, price)?;
                 let quantity_delta = if level == 0 { 1 } else { 0 };
                 draft.move_item(&player, item_id, quantity_delta, Some(*target_level))?;
@@ -903,14 +906,20 @@ fn quantity_i64(quantity: u64) -> i64 {
     i64::try_from(quantity).unwrap_or(i64::MAX)
 }
 
-fn check_price(expected: &Amounts, actual: &Amounts, what: &str) -> Result<(), Rejection> {
+/// `what` names the priced thing for the rejection; built only when the price differs.
+fn check_price(
+    expected: &Amounts,
+    actual: &Amounts,
+    what: impl FnOnce() -> String,
+) -> Result<(), Rejection> {
     if expected == actual {
         return Ok(());
     }
     Err(Rejection::new(
         RejectionCode::PriceChanged,
         format!(
-            "the price of {what} is {}, the request quoted {}",
+            "the price of {} is {}, the request quoted {}",
+            what(),
             show_amounts(actual),
             show_amounts(expected)
         ),

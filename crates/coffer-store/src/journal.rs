@@ -8,7 +8,7 @@
 //! Reads look at the overlay first, then at the ledger file; recovery folds the journal records
 //! after the last checkpoint into the ledger file before anything is served.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
 use std::ops::RangeBounds;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use coffer_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::record::{decode, encode_into};
+use crate::record::{decode, encode, encode_into};
 
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
 /// writer freezes it for a checkpoint, while generations are not stretched; a stretched one may
@@ -81,28 +81,14 @@ pub fn next_generation_age(
 /// writer never runs further ahead of the ledger file than this plus the active generation.
 pub const FROZEN_GENERATIONS_MAX: usize = 2;
 
-/// One batch as the journal stores it (the encoding side borrows, the decoding side owns; both
-/// have the same postcard layout).
-#[derive(Serialize)]
-struct JournalRecordRef<'a> {
-    transactions: SharedTransactions<'a>,
-    accounts: SharedAccounts<'a>,
-    reversals: &'a [(u64, u64)],
-    idempotency: &'a [(IdempotencyKey, StoredOutcome)],
-    next_transaction_id: u64,
-}
+/// A transaction as the ledger file's transactions table stores it (postcard). The overlay
+/// keeps transactions encoded: a purchase is ≈ 150 bytes so and several times that as a
+/// [`Transaction`] (its maps and strings are allocations of their own), and a checkpoint
+/// writes the bytes as they are instead of encoding every transaction again.
+pub(crate) type EncodedTransaction = Box<[u8]>;
 
-/// Shared transactions written as the transactions themselves: the same layout as a record
-/// of owned ones, which is how records are read back.
-struct SharedTransactions<'a>(&'a [Arc<Transaction>]);
-
-impl Serialize for SharedTransactions<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|transaction| &**transaction))
-    }
-}
-
-/// Shared account states written as the states themselves, like [`SharedTransactions`].
+/// Shared account states written as the states themselves: the same layout as a record of
+/// owned ones, which is how records are read back.
 struct SharedAccounts<'a>(&'a BTreeMap<AccountId, Arc<AccountState>>);
 
 impl Serialize for SharedAccounts<'_> {
@@ -120,18 +106,36 @@ struct JournalRecord {
     next_transaction_id: u64,
 }
 
-/// Appends the journal record of a batch's changes to `out`.
-pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) {
-    encode_into(
-        &JournalRecordRef {
-            transactions: SharedTransactions(&changes.transactions),
-            accounts: SharedAccounts(&changes.accounts),
-            reversals: &changes.reversals,
-            idempotency: &changes.idempotency,
-            next_transaction_id: changes.next_transaction_id,
-        },
-        out,
-    )
+/// Appends the journal record of a batch's changes to `out` and returns each transaction's
+/// encoding, copied from the record: the overlay keeps those bytes.
+///
+/// The record is written field by field in [`JournalRecord`]'s order. Postcard puts a struct's
+/// fields and a sequence's elements one after the other with nothing between them, and a
+/// sequence's length is the same varint as that number encoded alone, so this is the encoding
+/// of the record as a whole (a test decodes it as one), and each transaction's bytes in it are
+/// its encoding alone.
+pub(crate) fn encode_record_into(
+    changes: &BatchChanges,
+    out: &mut Vec<u8>,
+) -> Vec<EncodedTransaction> {
+    let mut encoded = Vec::with_capacity(changes.transactions.len());
+    encode_into(&(changes.transactions.len() as u64), out);
+    for transaction in &changes.transactions {
+        let start = out.len();
+        encode_into(&**transaction, out);
+        encoded.push(Box::from(&out[start..]));
+    }
+    encode_into(&SharedAccounts(&changes.accounts), out);
+    encode_into(&changes.reversals, out);
+    encode_into(&changes.idempotency, out);
+    encode_into(&changes.next_transaction_id, out);
+    encoded
+}
+
+/// Each transaction of a batch encoded alone, for a batch that was decoded from its record.
+pub(crate) fn encode_transactions(changes: &BatchChanges) -> Vec<EncodedTransaction> {
+    let encode_one = |transaction: &Arc<Transaction>| Box::from(encode(&**transaction));
+    changes.transactions.iter().map(encode_one).collect()
 }
 
 /// A batch's changes from its journal record.
@@ -176,7 +180,7 @@ pub(crate) struct Generation {
     /// Sequence number of the newest journal record absorbed; 0 while empty.
     pub last_seq: u64,
     pub next_transaction_id: u64,
-    pub transactions: BTreeMap<u64, Written<Arc<Transaction>>>,
+    pub transactions: BTreeMap<u64, Written<EncodedTransaction>>,
     /// Original transaction id → id of its reversal.
     pub reversals: BTreeMap<u64, Written<u64>>,
     pub accounts: HashMap<AccountId, Written<Arc<AccountState>>>,
@@ -193,20 +197,35 @@ impl Generation {
         self.last_seq == 0
     }
 
-    /// Adds journal record `seq`; records must arrive in sequence order.
+    /// Adds journal record `seq`, encoding its transactions (a record read back at recovery).
     pub fn absorb(&mut self, seq: u64, changes: &BatchChanges) {
+        self.absorb_encoded(seq, changes, encode_transactions(changes));
+    }
+
+    /// Adds journal record `seq`, whose transactions `encoded` holds in order (as
+    /// [`encode_record_into`] returned them); records must arrive in sequence order.
+    pub fn absorb_encoded(
+        &mut self,
+        seq: u64,
+        changes: &BatchChanges,
+        encoded: Vec<EncodedTransaction>,
+    ) {
         assert!(seq > self.last_seq, "journal records are absorbed in order");
+        assert_eq!(
+            encoded.len(),
+            changes.transactions.len(),
+            "one encoding per transaction"
+        );
         self.last_seq = seq;
         self.next_transaction_id = changes.next_transaction_id;
         self.started.get_or_insert_with(Instant::now);
-        for transaction in &changes.transactions {
+        for (transaction, value) in changes.transactions.iter().zip(encoded) {
             for (account, version) in &transaction.account_versions {
                 self.history
                     .entry(account.clone())
                     .or_default()
                     .insert(*version, transaction.id);
             }
-            let value = Arc::clone(transaction);
             self.transactions
                 .insert(transaction.id, Written { seq, value });
         }
@@ -297,7 +316,7 @@ impl Overlay {
         self.newest_first().find_map(|g| g.idempotency.get(key))
     }
 
-    pub fn transaction(&self, id: u64) -> Option<&Written<Arc<Transaction>>> {
+    pub fn transaction(&self, id: u64) -> Option<&Written<EncodedTransaction>> {
         self.newest_first().find_map(|g| g.transactions.get(&id))
     }
 
@@ -315,7 +334,7 @@ impl Overlay {
         versions: impl RangeBounds<u64> + Clone,
         newest: bool,
         limit: usize,
-    ) -> (BTreeMap<u64, Transaction>, u64) {
+    ) -> Result<(BTreeMap<u64, Transaction>, u64), StoreError> {
         let mut found = BTreeMap::new();
         let mut written_by = 0;
         for generation in self.newest_first() {
@@ -331,14 +350,14 @@ impl Overlay {
             for (version, id) in picked {
                 if let Some(transaction) = generation.transactions.get(id) {
                     written_by = written_by.max(transaction.seq);
-                    found
-                        .entry(*version)
-                        .or_insert_with(|| Transaction::clone(&transaction.value));
+                    if let btree_map::Entry::Vacant(entry) = found.entry(*version) {
+                        entry.insert(decode("transaction", &transaction.value)?);
+                    }
                 }
             }
         }
         keep_ends(&mut found, newest, limit);
-        (found, written_by)
+        Ok((found, written_by))
     }
 
     /// Transactions with ids in `ids`, at most `limit` of the lowest; with the journal record
@@ -347,19 +366,19 @@ impl Overlay {
         &self,
         ids: impl RangeBounds<u64> + Clone,
         limit: usize,
-    ) -> (BTreeMap<u64, Transaction>, u64) {
+    ) -> Result<(BTreeMap<u64, Transaction>, u64), StoreError> {
         let mut found = BTreeMap::new();
         let mut written_by = 0;
         for generation in self.newest_first() {
             for (id, transaction) in generation.transactions.range(ids.clone()).take(limit) {
                 written_by = written_by.max(transaction.seq);
-                found
-                    .entry(*id)
-                    .or_insert_with(|| Transaction::clone(&transaction.value));
+                if let btree_map::Entry::Vacant(entry) = found.entry(*id) {
+                    entry.insert(decode("transaction", &transaction.value)?);
+                }
             }
         }
         keep_ends(&mut found, false, limit);
-        (found, written_by)
+        Ok((found, written_by))
     }
 }
 
@@ -455,8 +474,11 @@ mod tests {
             },
         ));
         let mut bytes = Vec::new();
-        encode_record_into(&batch, &mut bytes);
+        let encoded = encode_record_into(&batch, &mut bytes);
         assert_eq!(decode_record(&bytes).unwrap(), batch);
+        assert_eq!(encoded, encode_transactions(&batch));
+        let alone: Transaction = decode("transaction", &encoded[0]).unwrap();
+        assert_eq!(alone, *batch.transactions[0]);
     }
 
     #[test]
@@ -472,11 +494,15 @@ mod tests {
             .active
             .absorb(2, &changes(vec![transaction(3, "ann", 3)]));
 
-        let (newest, _) = overlay.history(&AccountId::player("ann"), ..4, true, 2);
+        let (newest, _) = overlay
+            .history(&AccountId::player("ann"), ..4, true, 2)
+            .unwrap();
         assert_eq!(newest.keys().copied().collect::<Vec<_>>(), [2, 3]);
-        let (oldest, _) = overlay.history(&AccountId::player("ann"), 2.., false, 10);
+        let (oldest, _) = overlay
+            .history(&AccountId::player("ann"), 2.., false, 10)
+            .unwrap();
         assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [2, 3]);
-        let (ids, _) = overlay.transactions_in(2.., 1);
+        let (ids, _) = overlay.transactions_in(2.., 1).unwrap();
         assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [2]);
         assert_eq!(overlay.next_transaction_id(), Some(4));
     }
@@ -544,13 +570,13 @@ mod tests {
         assert_eq!(overlay.transaction(1).map(|t| t.seq), Some(1));
         assert_eq!(overlay.transaction(3).map(|t| t.seq), Some(3));
         assert_eq!(overlay.reversal(9), Some(Written { seq: 1, value: 1 }));
-        let (oldest, written_by) = overlay.history(&ann, ..=2, false, 10);
+        let (oldest, written_by) = overlay.history(&ann, ..=2, false, 10).unwrap();
         assert_eq!(oldest.keys().copied().collect::<Vec<_>>(), [1, 2]);
         assert_eq!(written_by, 2, "the answer holds nothing of record 3");
-        let (newest, written_by) = overlay.history(&ann, .., true, 10);
+        let (newest, written_by) = overlay.history(&ann, .., true, 10).unwrap();
         assert_eq!(newest.len(), 3);
         assert_eq!(written_by, 3);
-        assert_eq!(overlay.transactions_in(..2, 10).1, 1);
+        assert_eq!(overlay.transactions_in(..2, 10).unwrap().1, 1);
         assert_eq!(overlay.next_transaction_id(), Some(4));
     }
 

@@ -236,7 +236,7 @@ pub fn prepare_and_apply(
     catalog: &Catalog,
     now_unix_ms: i64,
     mut loaded: LoadedState,
-    mut load: impl FnMut(&Prefetch, &mut LoadedState) -> Result<(), StoreError>,
+    mut load: impl FnMut(Prefetch, &mut LoadedState) -> Result<(), StoreError>,
 ) -> Result<BatchResult, StoreError> {
     for _round in 0..=PREFETCH_ROUNDS_MAX {
         let missing = coffer_core::needed(commands, &loaded);
@@ -248,7 +248,7 @@ pub fn prepare_and_apply(
                 commands,
             ));
         }
-        load(&missing, &mut loaded)?;
+        load(missing, &mut loaded)?;
     }
     unreachable!("a batch needed more than {PREFETCH_ROUNDS_MAX} load rounds")
 }

@@ -384,7 +384,7 @@ fn lower_own_priority() {
 
 /// A generation's rows, each table's in key order.
 struct GenerationRows<'a> {
-    transactions: Vec<(u64, &'a Transaction)>,
+    transactions: Vec<(u64, &'a [u8])>,
     history: Vec<(&'a str, u64, u64)>,
     reversals: Vec<(u64, u64)>,
     accounts: Vec<(&'a str, &'a AccountState)>,
@@ -461,7 +461,7 @@ fn write_generation(
         {
             let mut transactions = txn.open_table(TRANSACTIONS)?;
             for (id, transaction) in &rows.transactions[take(0, rows.transactions.len())] {
-                transactions.insert(*id, encode(*transaction).as_slice())?;
+                transactions.insert(*id, *transaction)?;
             }
             let mut history = txn.open_table(HISTORY)?;
             for (player, version, id) in &rows.history[take(1, rows.history.len())] {
@@ -706,30 +706,30 @@ impl Shared {
                 ..LoadedState::default()
             };
             prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
-                for id in &missing.accounts {
-                    let state = match overlay.account(id) {
+                for id in missing.accounts {
+                    let state = match overlay.account(&id) {
                         Some(state) => Some(Arc::clone(&state.value)),
                         None => match accounts.get(id.as_str())? {
                             Some(bytes) => Some(Arc::new(decode("account", bytes.value())?)),
                             None => None,
                         },
                     };
-                    loaded.accounts.insert(id.clone(), state);
+                    loaded.accounts.insert(id, state);
                 }
-                for key in &missing.idempotency_keys {
-                    let outcome = match overlay.idempotency(key) {
+                for key in missing.idempotency_keys {
+                    let outcome = match overlay.idempotency(&key) {
                         Some(outcome) => Some(outcome.clone()),
                         None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
                             Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
                             None => None,
                         },
                     };
-                    loaded.idempotency.insert(key.clone(), outcome);
+                    loaded.idempotency.insert(key, outcome);
                 }
-                for id in &missing.transactions {
-                    let transaction = match overlay.transaction(*id) {
-                        Some(transaction) => Some(Arc::clone(&transaction.value)),
-                        None => match transactions.get(*id)? {
+                for id in missing.transactions {
+                    let transaction = match overlay.transaction(id) {
+                        Some(transaction) => Some(decode_transaction(&transaction.value)?),
+                        None => match transactions.get(id)? {
                             Some(bytes) => Some(decode_transaction(bytes.value())?),
                             None => None,
                         },
@@ -737,14 +737,14 @@ impl Shared {
                     let record = match transaction {
                         Some(transaction) => Some(TransactionRecord {
                             transaction,
-                            reversed_by: match overlay.reversal(*id) {
+                            reversed_by: match overlay.reversal(id) {
                                 Some(reversal) => Some(reversal.value),
-                                None => reversals.get(*id)?.map(|v| v.value()),
+                                None => reversals.get(id)?.map(|v| v.value()),
                             },
                         }),
                         None => None,
                     };
-                    loaded.transactions.insert(*id, record);
+                    loaded.transactions.insert(id, record);
                 }
                 Ok(())
             })?
@@ -758,15 +758,16 @@ impl Shared {
             return Ok((result, ticket(journal.next_seq() - 1)));
         }
 
+        let mut encoded = Vec::new();
         let seq = journal.write(self.checkpointed_through.load(Ordering::SeqCst), |out| {
-            encode_record_into(&result.changes, out)
+            encoded = encode_record_into(&result.changes, out);
         })?;
         self.journaled_through.store(seq, Ordering::SeqCst);
         self.overlay
             .write()
             .expect("overlay lock poisoned")
             .active
-            .absorb(seq, &result.changes);
+            .absorb_encoded(seq, &result.changes, encoded);
         Ok((result, ticket(seq)))
     }
 
@@ -1023,7 +1024,7 @@ impl Shared {
         let databases = self.databases()?;
         let (mut found, written_by) =
             self.read_overlay()
-                .history(player, from..=to_inclusive, newest, limit);
+                .history(player, from..=to_inclusive, newest, limit)?;
         self.readable(written_by, databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
         let history = txn.open_table(HISTORY)?;
@@ -1150,7 +1151,7 @@ impl Store for RedbStore {
             .readable(written_by.max(reversal_written_by), databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
         let transaction = match in_memory {
-            Some(transaction) => transaction.value,
+            Some(transaction) => decode_transaction(&transaction.value)?,
             None => match txn.open_table(TRANSACTIONS)?.get(id)? {
                 Some(bytes) => decode_transaction(bytes.value())?,
                 None => return Ok(None),
@@ -1216,7 +1217,7 @@ impl Store for RedbStore {
             return Ok(Vec::new());
         };
         let databases = self.shared.databases()?;
-        let (mut found, written_by) = self.shared.read_overlay().transactions_in(start.., limit);
+        let (mut found, written_by) = self.shared.read_overlay().transactions_in(start.., limit)?;
         self.shared.readable(written_by, databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
         let transactions = txn.open_table(TRANSACTIONS)?;
