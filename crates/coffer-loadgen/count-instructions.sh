@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Instructions the server executes per durable purchase, counted by valgrind's callgrind: on a
+# shared VM whose speed drifts by 2x within an hour, a count of instructions is what stays
+# comparable between two builds (it varies by a few percent with how requests fall into batches).
+# The server runs under callgrind (~50x slower) and the load generator drives its purchase phase;
+# counting starts at the first purchase and stops when the phase and its checkpoints are done.
+#
+#   cargo build --release -p coffer-server -p coffer-loadgen
+#   crates/coffer-loadgen/count-instructions.sh [BIN_DIR (target/release)] [SECONDS (20)]
+#
+# Needs valgrind (Debian: apt-get install valgrind).
+set -euo pipefail
+
+bin_dir="${1:-target/release}"
+seconds="${2:-20}"
+grpc_port=50095
+metrics_port=9467
+work="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+  "$bin_dir/coffer" --listen-addr "127.0.0.1:$grpc_port" --data-dir "$work/data" \
+  --metrics-addr "127.0.0.1:$metrics_port" >"$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 600); do
+  grep -q 'development admin key: ' "$work/server.log" && break
+  sleep 0.1
+done
+key="$(grep -o 'development admin key: [^ ]*' "$work/server.log" | head -n 1 | sed 's/.*: //; s/"//g')"
+
+purchases() {
+  curl -s "127.0.0.1:$metrics_port/metrics" |
+    awk '/^coffer_requests_total\{method="coffer.v1.WalletService\/Purchase",code="OK"\}/ { print $2 }'
+}
+
+"$bin_dir/coffer-loadgen" --endpoint "http://127.0.0.1:$grpc_port" --admin-key "$key" \
+  --metrics-addr "127.0.0.1:$metrics_port" --players 1000 --duration-s "$seconds" \
+  --phases purchase >"$work/loadgen.log" 2>&1 &
+loadgen=$!
+until [ -n "$(purchases)" ]; do sleep 0.1; done
+callgrind_control --zero "$server" >/dev/null 2>&1
+first="$(purchases)"
+until grep -q 'checkpoints caught up' "$work/loadgen.log"; do sleep 0.2; done
+callgrind_control --dump "$server" >/dev/null 2>&1
+last="$(purchases)"
+wait "$loadgen"
+count=$((last - first))
+
+callgrind_annotate --inclusive=yes "$work/callgrind.out.1" >"$work/inclusive.txt" 2>/dev/null
+instructions() { grep -F -- "$1" "$work/inclusive.txt" | head -n 1 | awk '{ gsub(",", "", $1); print $1 }'; }
+per_purchase() { echo $(( ${1:-0} / count )); }
+total="$(instructions 'PROGRAM TOTALS')"
+workers="$(instructions 'tokio::runtime::scheduler::multi_thread::worker::run ')"
+writer="$(instructions 'coffer_server::writer::Writer::run ')"
+checkpointer="$(instructions 'Shared::run_checkpointer ')"
+echo "purchases counted: $count"
+echo "instructions per purchase: $(per_purchase "$total")"
+echo "  tokio workers (gRPC, handlers):   $(per_purchase "$workers")"
+echo "  writer (core, journal record):    $(per_purchase "$writer")"
+echo "  checkpointer (ledger file):       $(per_purchase "$checkpointer")"
+echo "  everything else:                  $(per_purchase $((total - workers - writer - checkpointer)))"
