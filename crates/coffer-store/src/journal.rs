@@ -24,8 +24,8 @@ use crate::record::{decode, encode, encode_into};
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
 /// writer freezes it for a checkpoint, while generations are not stretched; a stretched one may
 /// hold as many times more as its age limit is longer (see [`generation_weight_limit`]).
-/// Larger generations share more page writes per checkpoint and cost more memory (a few KiB per
-/// purchase) and a longer recovery. Sized so that the age limit, not this bound, ends a
+/// Larger generations share more page writes per checkpoint and cost more memory (up to ≈ 2 KiB
+/// per purchase, most of it decoded account states) and a longer recovery. Sized so that the age limit, not this bound, ends a
 /// generation at peak load (≈ 20k purchases/s × 3 changes × 4 s); bulk loads (growing the data
 /// by `Execute`) reach it first.
 pub const GENERATION_WEIGHT_MAX: usize = 262_144;
