@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, env = "COFFER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// redb: how long a committed change waits in the journal before a checkpoint folds it into
-    /// coffer.redb; up to 4x as long while checkpoints rewrite many pages per change
+    /// coffer.redb; up to 8x as long while checkpoints rewrite many pages per change
     /// [default: 4000].
     #[arg(long, env = "COFFER_REDB_CHECKPOINT_INTERVAL_MS")]
     redb_checkpoint_interval_ms: Option<u64>,

@@ -54,7 +54,7 @@ pub struct FileConfig {
     /// The redb ledger file's commits (checkpoints) with two syncs (two-phase) or one
     /// [default: true]; the journal takes one `fdatasync` per batch either way.
     pub redb_two_phase_commit: Option<bool>,
-    /// How long a journaled change waits for its checkpoint into `coffer.redb`, up to 4x as long
+    /// How long a journaled change waits for its checkpoint into `coffer.redb`, up to 8x as long
     /// while checkpoints rewrite many pages per change [default: 4000].
     pub redb_checkpoint_interval_ms: Option<u64>,
     pub security: FileSecurity,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use coffer_core::{
     AccountId, AccountState, BatchChanges, IdempotencyKey, StoredOutcome, Transaction,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::StoreError;
 use crate::record::{decode, encode, encode_into};
@@ -24,14 +24,15 @@ use crate::record::{decode, encode, encode_into};
 /// Changes (transactions + idempotency outcomes + account states) a generation holds before the
 /// writer freezes it for a checkpoint, while generations are not stretched; a stretched one may
 /// hold as many times more as its age limit is longer (see [`generation_weight_limit`]).
-/// Larger generations share more page writes per checkpoint and cost more memory (up to ≈ 2 KiB
-/// per purchase, most of it decoded account states) and a longer recovery. Sized so that the age
+/// Larger generations share more page writes per checkpoint and cost more memory (several
+/// hundred bytes per purchase: its encoded transaction, ≈ 140 bytes, and account state, ≈ 30
+/// bytes, and the map entries and keys around them) and a longer recovery. Sized so that the age
 /// limit, not this bound, ends a generation at peak load (≈ 20k purchases/s × 3 changes × 4 s);
 /// bulk loads (growing the data by `Execute`) reach it first.
 pub const GENERATION_WEIGHT_MAX: usize = 262_144;
 
 /// How many times the checkpoint interval a generation may stay open at most.
-pub const GENERATION_STRETCH_MAX: u32 = 4;
+pub const GENERATION_STRETCH_MAX: u32 = 8;
 
 /// A checkpoint that wrote more page bytes than this per change it folded in was rewriting
 /// leaves that few of its changes shared: the next generation stays open twice as long (up to
@@ -87,13 +88,33 @@ pub const FROZEN_GENERATIONS_MAX: usize = 2;
 /// instead of encoding every transaction again.
 pub(crate) type EncodedTransaction = Box<[u8]>;
 
-/// Shared account states written as the states themselves: the same layout as a record of
-/// owned ones, which is how records are read back.
-struct SharedAccounts<'a>(&'a BTreeMap<AccountId, Arc<AccountState>>);
+/// An account state as the ledger file's accounts table stores it (postcard), kept encoded in
+/// the overlay for the same reasons: ≈ 30 bytes against ≈ 1.3 KiB decoded (its maps and
+/// strings). With a million players nearly every purchase of a generation adds the state of an
+/// account no other purchase touched, so decoded states were most of a generation's memory.
+pub(crate) type EncodedAccount = Box<[u8]>;
 
-impl Serialize for SharedAccounts<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(id, state)| (id, &**state)))
+/// What the overlay keeps of a batch's journal record: each transaction's and each account
+/// state's bytes in it, in the order of the batch's changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EncodedChanges {
+    pub transactions: Vec<EncodedTransaction>,
+    pub accounts: Vec<EncodedAccount>,
+}
+
+impl EncodedChanges {
+    /// Each transaction and account state of a batch encoded alone, for a batch that was
+    /// decoded from its record.
+    pub(crate) fn of(changes: &BatchChanges) -> EncodedChanges {
+        let alone = |bytes: Vec<u8>| bytes.into_boxed_slice();
+        EncodedChanges {
+            transactions: (changes.transactions.iter())
+                .map(|transaction| alone(encode(&**transaction)))
+                .collect(),
+            accounts: (changes.accounts.values())
+                .map(|state| alone(encode(&**state)))
+                .collect(),
+        }
     }
 }
 
@@ -106,36 +127,36 @@ struct JournalRecord {
     next_transaction_id: u64,
 }
 
-/// Appends the journal record of a batch's changes to `out` and returns each transaction's
-/// encoding, copied from the record: the overlay keeps those bytes.
+/// Appends the journal record of a batch's changes to `out` and returns each transaction's and
+/// each account state's encoding, copied from the record: the overlay keeps those bytes.
 ///
 /// The record is written field by field in [`JournalRecord`]'s order. Postcard puts a struct's
-/// fields and a sequence's elements one after the other with nothing between them, and a
-/// sequence's length is the same varint as that number encoded alone, so this is the encoding
-/// of the record as a whole (a test decodes it as one), and each transaction's bytes in it are
-/// its encoding alone.
-pub(crate) fn encode_record_into(
-    changes: &BatchChanges,
-    out: &mut Vec<u8>,
-) -> Vec<EncodedTransaction> {
-    let mut encoded = Vec::with_capacity(changes.transactions.len());
+/// fields, a sequence's elements and a map's keys and values one after the other with nothing
+/// between them, and a sequence's or map's length is the same varint as that number encoded
+/// alone, so this is the encoding of the record as a whole (a test decodes it as one), and each
+/// transaction's and state's bytes in it are its encoding alone.
+pub(crate) fn encode_record_into(changes: &BatchChanges, out: &mut Vec<u8>) -> EncodedChanges {
+    let mut encoded = EncodedChanges {
+        transactions: Vec::with_capacity(changes.transactions.len()),
+        accounts: Vec::with_capacity(changes.accounts.len()),
+    };
     encode_into(&(changes.transactions.len() as u64), out);
     for transaction in &changes.transactions {
         let start = out.len();
         encode_into(&**transaction, out);
-        encoded.push(Box::from(&out[start..]));
+        encoded.transactions.push(Box::from(&out[start..]));
     }
-    encode_into(&SharedAccounts(&changes.accounts), out);
+    encode_into(&(changes.accounts.len() as u64), out);
+    for (id, state) in &changes.accounts {
+        encode_into(id, out);
+        let start = out.len();
+        encode_into(&**state, out);
+        encoded.accounts.push(Box::from(&out[start..]));
+    }
     encode_into(&changes.reversals, out);
     encode_into(&changes.idempotency, out);
     encode_into(&changes.next_transaction_id, out);
     encoded
-}
-
-/// Each transaction of a batch encoded alone, for a batch that was decoded from its record.
-pub(crate) fn encode_transactions(changes: &BatchChanges) -> Vec<EncodedTransaction> {
-    let encode_one = |transaction: &Arc<Transaction>| Box::from(encode(&**transaction));
-    changes.transactions.iter().map(encode_one).collect()
 }
 
 /// A batch's changes from its journal record.
@@ -183,7 +204,7 @@ pub(crate) struct Generation {
     pub transactions: BTreeMap<u64, Written<EncodedTransaction>>,
     /// Original transaction id → id of its reversal.
     pub reversals: BTreeMap<u64, Written<u64>>,
-    pub accounts: HashMap<AccountId, Written<Arc<AccountState>>>,
+    pub accounts: HashMap<AccountId, Written<EncodedAccount>>,
     /// Player → version → transaction id (read through `transactions`, which says when).
     pub history: HashMap<AccountId, BTreeMap<u64, u64>>,
     /// Read by the writer only.
@@ -197,29 +218,30 @@ impl Generation {
         self.last_seq == 0
     }
 
-    /// Adds journal record `seq`, encoding its transactions (a record read back at recovery).
+    /// Adds journal record `seq`, encoding its transactions and account states (a record read
+    /// back at recovery).
     pub fn absorb(&mut self, seq: u64, changes: &BatchChanges) {
-        self.absorb_encoded(seq, changes, encode_transactions(changes));
+        self.absorb_encoded(seq, changes, EncodedChanges::of(changes));
     }
 
-    /// Adds journal record `seq`, whose transactions `encoded` holds in order (as
-    /// [`encode_record_into`] returned them); records must arrive in sequence order.
-    pub fn absorb_encoded(
-        &mut self,
-        seq: u64,
-        changes: &BatchChanges,
-        encoded: Vec<EncodedTransaction>,
-    ) {
+    /// Adds journal record `seq`, whose transactions and account states `encoded` holds in
+    /// order (as [`encode_record_into`] returned them); records must arrive in sequence order.
+    pub fn absorb_encoded(&mut self, seq: u64, changes: &BatchChanges, encoded: EncodedChanges) {
         assert!(seq > self.last_seq, "journal records are absorbed in order");
         assert_eq!(
-            encoded.len(),
+            encoded.transactions.len(),
             changes.transactions.len(),
             "one encoding per transaction"
+        );
+        assert_eq!(
+            encoded.accounts.len(),
+            changes.accounts.len(),
+            "one encoding per account state"
         );
         self.last_seq = seq;
         self.next_transaction_id = changes.next_transaction_id;
         self.started.get_or_insert_with(Instant::now);
-        for (transaction, value) in changes.transactions.iter().zip(encoded) {
+        for (transaction, value) in changes.transactions.iter().zip(encoded.transactions) {
             for (account, version) in &transaction.account_versions {
                 self.history
                     .entry(account.clone())
@@ -233,8 +255,7 @@ impl Generation {
             let value = *reversal;
             self.reversals.insert(*original, Written { seq, value });
         }
-        for (id, state) in &changes.accounts {
-            let value = Arc::clone(state);
+        for (id, value) in changes.accounts.keys().zip(encoded.accounts) {
             self.accounts.insert(id.clone(), Written { seq, value });
         }
         for (key, outcome) in &changes.idempotency {
@@ -308,7 +329,7 @@ impl Overlay {
             .map(|g| g.next_transaction_id)
     }
 
-    pub fn account(&self, id: &AccountId) -> Option<&Written<Arc<AccountState>>> {
+    pub fn account(&self, id: &AccountId) -> Option<&Written<EncodedAccount>> {
         self.newest_first().find_map(|g| g.accounts.get(id))
     }
 
@@ -461,14 +482,23 @@ mod tests {
 
     #[test]
     fn a_journal_record_decodes_to_the_changes_it_was_made_from() {
-        // Two transactions of different lengths: each one's bytes must be cut where it ends.
+        // Two transactions and two account states of different lengths: each one's bytes must
+        // be cut where it ends.
         let mut batch = changes(vec![
             transaction(7, "ann", 3),
             transaction(8, "a-much-longer-player-id", 1),
         ]);
+        let holding = AccountState {
+            balances: [("coins".to_owned(), 1_234_567)].into(),
+            version: 3,
+            ..AccountState::default()
+        };
         batch
             .accounts
-            .insert(AccountId::player("ann"), Arc::default());
+            .insert(AccountId::player("ann"), Arc::new(holding));
+        batch
+            .accounts
+            .insert(AccountId::player("a-much-longer-player-id"), Arc::default());
         batch.reversals.push((2, 7));
         batch.idempotency.push((
             IdempotencyKey::player("ann", "k"),
@@ -480,10 +510,14 @@ mod tests {
         let mut bytes = Vec::new();
         let encoded = encode_record_into(&batch, &mut bytes);
         assert_eq!(decode_record(&bytes).unwrap(), batch);
-        assert_eq!(encoded, encode_transactions(&batch));
-        for (bytes, transaction) in encoded.iter().zip(&batch.transactions) {
+        assert_eq!(encoded, EncodedChanges::of(&batch));
+        for (bytes, transaction) in encoded.transactions.iter().zip(&batch.transactions) {
             let alone: Transaction = decode("transaction", bytes).unwrap();
             assert_eq!(alone, **transaction);
+        }
+        for (bytes, state) in encoded.accounts.iter().zip(batch.accounts.values()) {
+            let alone: AccountState = decode("account", bytes).unwrap();
+            assert_eq!(alone, **state);
         }
     }
 
@@ -572,7 +606,8 @@ mod tests {
         }
 
         let account = overlay.account(&ann).expect("ann was written");
-        assert_eq!((account.seq, account.value.version), (3, 3));
+        let state: AccountState = decode("account", &account.value).unwrap();
+        assert_eq!((account.seq, state.version), (3, 3));
         assert_eq!(overlay.transaction(1).map(|t| t.seq), Some(1));
         assert_eq!(overlay.transaction(3).map(|t| t.seq), Some(3));
         assert_eq!(overlay.reversal(9), Some(Written { seq: 1, value: 1 }));
@@ -599,21 +634,21 @@ mod tests {
         // A large table: every change costs the checkpoint a page of its own.
         let mut age = interval;
         let mut ages = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             age = next_generation_age(age, interval, per_change(4096), changes);
             ages.push(age.as_secs());
         }
-        assert_eq!(ages, [8, 16, 16, 16], "doubles up to the bound");
+        assert_eq!(ages, [8, 16, 32, 32, 32], "doubles up to the bound");
         // In between the thresholds the length holds.
         age = next_generation_age(age, interval, per_change(300), changes);
-        assert_eq!(age.as_secs(), 16);
+        assert_eq!(age.as_secs(), 32);
         // Pages shared well again: back down, never below the interval.
         let mut ages = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             age = next_generation_age(age, interval, per_change(64), changes);
             ages.push(age.as_secs());
         }
-        assert_eq!(ages, [8, 4, 4]);
+        assert_eq!(ages, [16, 8, 4, 4]);
         // Memory follows the stretch.
         assert_eq!(
             generation_weight_limit(interval, interval),

@@ -14,6 +14,7 @@ mod export_file;
 mod faults;
 mod journal;
 mod journal_file;
+mod known_keys;
 mod ledger_file;
 mod postgres_store;
 mod record;

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 
 use coffer_core::{
@@ -21,12 +22,13 @@ use coffer_core::{
 
 use crate::faults::StorageFaults;
 use crate::journal::{
-    FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing, decode_record,
-    encode_record_into, generation_weight_limit, keep_ends, next_generation_age,
+    EncodedChanges, FROZEN_GENERATIONS_MAX, Generation, Overlay, Signal, changes_nothing,
+    decode_record, encode_record_into, generation_weight_limit, keep_ends, next_generation_age,
 };
 use crate::journal_file::{
     JOURNAL_DIR_NAME, JournalSync, JournalWriter, journal_error, read_journal,
 };
+use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::{
@@ -120,6 +122,8 @@ struct Databases {
     ledger: Database,
     /// Held by the writer for a whole batch.
     journal: Mutex<JournalWriter>,
+    /// The idempotency keys the ledger file may hold; the writer takes it after `journal`.
+    known_keys: Mutex<KnownKeys>,
     journal_sync: Arc<JournalSync>,
     /// Which opening of the files this is: a batch written before a reopen cannot be confirmed
     /// after it.
@@ -127,7 +131,8 @@ struct Databases {
 }
 
 /// What the store's callers and its checkpointer thread share. Lock order, where several are
-/// held: `checkpoint_gate`, `databases`, `Databases::journal`, `overlay`, and `Signal`'s lock
+/// held: `checkpoint_gate`, `databases`, `Databases::journal`, `Databases::known_keys`,
+/// `overlay`, and `Signal`'s lock
 /// only alone or last (waiters read the overlay inside it; nobody holds the overlay while
 /// notifying).
 struct Shared {
@@ -382,12 +387,32 @@ fn lower_own_priority() {
     }
 }
 
+/// Every idempotency key the ledger file holds, read when the files open.
+fn read_known_keys(ledger: &Database) -> Result<KnownKeys, StoreError> {
+    let started = Instant::now();
+    let txn = ledger.begin_read()?;
+    let table = txn.open_table(IDEMPOTENCY)?;
+    let keys = usize::try_from(table.len()?).unwrap_or(usize::MAX);
+    let mut known = KnownKeys::with_room_for(keys.saturating_mul(2));
+    for entry in table.iter()? {
+        let (key, _) = entry?;
+        let (scope, key) = key.value();
+        known.insert(scope, key);
+    }
+    tracing::debug!(
+        keys,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "idempotency keys read into the key filter"
+    );
+    Ok(known)
+}
+
 /// A generation's rows, each table's in key order.
 struct GenerationRows<'a> {
     transactions: Vec<(u64, &'a [u8])>,
     history: Vec<(&'a str, u64, u64)>,
     reversals: Vec<(u64, u64)>,
-    accounts: Vec<(&'a str, &'a AccountState)>,
+    accounts: Vec<(&'a str, &'a [u8])>,
     idempotency: Vec<(&'a str, &'a str, &'a StoredOutcome)>,
 }
 
@@ -403,7 +428,7 @@ impl<'a> GenerationRows<'a> {
             })
             .collect();
         history.sort_unstable();
-        let mut accounts: Vec<(&str, &AccountState)> = generation
+        let mut accounts: Vec<(&str, &[u8])> = generation
             .accounts
             .iter()
             .map(|(id, state)| (id.as_str(), &*state.value))
@@ -473,7 +498,7 @@ fn write_generation(
             }
             let mut accounts = txn.open_table(ACCOUNTS)?;
             for (id, state) in &rows.accounts[take(3, rows.accounts.len())] {
-                accounts.insert(*id, encode(*state).as_slice())?;
+                accounts.insert(*id, *state)?;
             }
             let mut idempotency = txn.open_table(IDEMPOTENCY)?;
             for (scope, key, outcome) in &rows.idempotency[take(4, rows.idempotency.len())] {
@@ -563,11 +588,13 @@ impl Shared {
             self.faults.clone(),
             applied_through + 1,
         )?;
+        let known_keys = read_known_keys(&ledger)?;
         Ok((
             Databases {
                 ledger,
                 journal_sync: journal.sync_handle(),
                 journal: Mutex::new(journal),
+                known_keys: Mutex::new(known_keys),
                 epoch: self.epochs.fetch_add(1, Ordering::SeqCst) + 1,
             },
             applied_through,
@@ -688,6 +715,7 @@ impl Shared {
         let databases = self.databases()?;
         self.wait_for_room()?;
         let mut journal = databases.journal.lock().expect("journal lock poisoned");
+        let mut known_keys = databases.known_keys.lock().expect("key filter poisoned");
         let result = {
             // Held while loading, so no generation leaves the overlay between a miss there
             // and the read of the ledger file (its snapshot is taken under it too).
@@ -708,7 +736,7 @@ impl Shared {
             prepare_and_apply(commands, catalog, now_unix_ms, loaded, |missing, loaded| {
                 for id in missing.accounts {
                     let state = match overlay.account(&id) {
-                        Some(state) => Some(Arc::clone(&state.value)),
+                        Some(state) => Some(Arc::new(decode("account", &state.value)?)),
                         None => match accounts.get(id.as_str())? {
                             Some(bytes) => Some(Arc::new(decode("account", bytes.value())?)),
                             None => None,
@@ -717,9 +745,11 @@ impl Shared {
                     loaded.accounts.insert(id, state);
                 }
                 for key in missing.idempotency_keys {
+                    let (scope, key_str) = (key.scope.as_str(), key.key.as_str());
                     let outcome = match overlay.idempotency(&key) {
                         Some(outcome) => Some(outcome.clone()),
-                        None => match idempotency.get((key.scope.as_str(), key.key.as_str()))? {
+                        None if !known_keys.may_hold(scope, key_str) => None,
+                        None => match idempotency.get((scope, key_str))? {
                             Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
                             None => None,
                         },
@@ -758,11 +788,15 @@ impl Shared {
             return Ok((result, ticket(journal.next_seq() - 1)));
         }
 
-        let mut encoded = Vec::new();
+        let mut encoded = EncodedChanges::default();
         let seq = journal.write(self.checkpointed_through.load(Ordering::SeqCst), |out| {
             encoded = encode_record_into(&result.changes, out);
         })?;
         self.journaled_through.store(seq, Ordering::SeqCst);
+        // Before the generation can be checkpointed: from then on the table holds these keys.
+        for (key, _) in &result.changes.idempotency {
+            known_keys.insert(&key.scope, &key.key);
+        }
         self.overlay
             .write()
             .expect("overlay lock poisoned")
@@ -1129,7 +1163,7 @@ impl Store for RedbStore {
         let in_memory = self.shared.read_overlay().account(id).cloned();
         if let Some(state) = in_memory {
             self.shared.readable(state.seq, databases.epoch)?;
-            return Ok(Some(Arc::unwrap_or_clone(state.value)));
+            return Ok(Some(decode("account", &state.value)?));
         }
         let txn = databases.ledger.begin_read()?;
         let accounts = txn.open_table(ACCOUNTS)?;
@@ -1362,6 +1396,9 @@ impl Store for RedbStore {
                             key,
                             outcome,
                         } => {
+                            (databases.known_keys.lock())
+                                .expect("key filter poisoned")
+                                .insert(&scope, &key);
                             idempotency.insert(
                                 (scope.as_str(), key.as_str()),
                                 encode(&outcome).as_slice(),
