@@ -3,7 +3,7 @@
 //!
 //! Why: nearly every request carries a new key, and a key that is in no table is the most
 //! expensive lookup the writer makes (a full B-tree descent to a leaf that does not hold it,
-//! in a table that grows by a row per purchase): about 2.7k instructions per purchase, measured
+//! in a table that grows by a row per purchase): about 2.5k instructions per purchase, measured
 //! under callgrind. "Not in the filter" is certain, so such a key skips the lookup; a key the
 //! filter may hold (every retry, and about one new key in a hundred) is looked up as before.
 //!

@@ -132,9 +132,8 @@ struct Databases {
 
 /// What the store's callers and its checkpointer thread share. Lock order, where several are
 /// held: `checkpoint_gate`, `databases`, `Databases::journal`, `Databases::known_keys`,
-/// `overlay`, and `Signal`'s lock
-/// only alone or last (waiters read the overlay inside it; nobody holds the overlay while
-/// notifying).
+/// `overlay`, and `Signal`'s lock only alone or last (waiters read the overlay inside it; nobody
+/// holds the overlay while notifying).
 struct Shared {
     /// `None` while a reopen after an I/O error has not succeeded yet.
     databases: RwLock<Option<Arc<Databases>>>,
