@@ -520,6 +520,8 @@ impl JournalWriter {
         first_seq: u64,
         checkpointed_through: u64,
     ) -> Result<(), StoreError> {
+        // The writer waits for all of this (two syncs and renames); the debug log says how long.
+        let started = std::time::Instant::now();
         // The sync thread only syncs the current segment: the old one's records are made
         // durable here, before the switch.
         self.sync.sync()?;
@@ -561,6 +563,13 @@ impl JournalWriter {
         let mut target = self.sync.target.lock().expect("sync target poisoned");
         target.file = file;
         target.first_seq = first_seq;
+        tracing::debug!(
+            first_seq,
+            recycled = recycled.is_some(),
+            growing = self.growing,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "journal segment started"
+        );
         Ok(())
     }
 
