@@ -5,7 +5,7 @@
 //! expensive lookup the writer makes (a full B-tree descent to a leaf that does not hold it,
 //! in a table that grows by a row per purchase): about 2.5k instructions per purchase, measured
 //! under callgrind. "Not in the filter" is certain, so such a key skips the lookup; a key the
-//! filter may hold (every retry, and about one new key in a hundred) is looked up as before.
+//! filter may hold (every retry, and one or two new keys in a hundred) is looked up as before.
 //!
 //! The filter must hold every key the table holds. It is filled from the table when the files
 //! open, after recovery and before the first batch (the overlay is empty then), and the writer
@@ -14,7 +14,9 @@
 
 use growable_bloom_filter::GrowableBloom;
 
-/// False positives the filter allows: a new key looked up in the table anyway.
+/// False positives the filter's first layer allows (a new key looked up in the table anyway);
+/// each layer added as keys grow allows 0.85 times the one before, so the whole filter's rate
+/// stays below ≈ 6.7 % however many layers it grows (1.9 % measured over four).
 pub const FALSE_POSITIVE_RATE: f64 = 0.01;
 
 /// Keys the filter's first layer is sized for; it adds layers as keys grow past it.
@@ -66,8 +68,9 @@ mod tests {
         let false_positives = (0..others)
             .filter(|n| known.may_hold("player:p2", &format!("key-{n}")))
             .count();
+        // Four layers, each allowed 1 % × 0.85^i: at most ≈ 3.2 % together (1.9 % seen).
         assert!(
-            false_positives < others / 25,
+            false_positives * 1000 < others * 32,
             "{false_positives} of {others} unknown keys held"
         );
         // Scope and key are not one string: ("a", "bc") is not ("ab", "c").

@@ -1363,6 +1363,7 @@ impl Store for RedbStore {
                 let mut reversals = txn.open_table(REVERSALS)?;
                 let mut accounts = txn.open_table(ACCOUNTS)?;
                 let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+                let mut known_keys = databases.known_keys.lock().expect("key filter poisoned");
                 for record in records.by_ref().take(IMPORT_CHUNK_LEN) {
                     match record? {
                         LedgerRecord::Catalog {
@@ -1395,9 +1396,7 @@ impl Store for RedbStore {
                             key,
                             outcome,
                         } => {
-                            (databases.known_keys.lock())
-                                .expect("key filter poisoned")
-                                .insert(&scope, &key);
+                            known_keys.insert(&scope, &key);
                             idempotency.insert(
                                 (scope.as_str(), key.as_str()),
                                 encode(&outcome).as_slice(),
