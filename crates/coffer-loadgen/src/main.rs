@@ -956,6 +956,8 @@ impl Drop for EmbeddedServer {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // As the `coffer` binary does: the embedded server runs in this process.
+    coffer_server::disable_transparent_huge_pages();
     let args = Args::parse();
     let mix: Vec<u64> = args
         .mix

@@ -34,6 +34,19 @@ use coffer_store::{PostgresStore, RedbStore, Store, StoreError, StoredCatalog};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// Turns transparent huge pages off for this process (the `coffer` binary and the load
+/// generator call it first thing). With them, the first touch of fresh heap memory makes the
+/// kernel zero 2 MiB at once: a map growing on the writer thread stopped it for 20–26 ms
+/// (perf: `clear_page_erms` under a huge-page fault inside a map insert), and every request in
+/// flight waited, the half-peak latency tail. With 4 KiB pages the same zeroing is spread over
+/// many small faults. Per process, so it leaves the machine's setting alone.
+pub fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(%error, "could not turn transparent huge pages off; expect latency spikes while memory grows");
+    }
+}
+
 pub use auth::rate::Limits;
 pub use auth::{Caller, Role};
 pub use events::SUBSCRIBER_BUFFER_LEN;

@@ -302,6 +302,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    coffer_server::disable_transparent_huge_pages();
     let args = Args::parse();
     match args.command {
         Some(Command::NewApiKey { id, role }) => return new_api_key(&id, role),

@@ -8,7 +8,8 @@
 //! Reads look at the overlay first, then at the ledger file; recovery folds the journal records
 //! after the last checkpoint into the ledger file before anything is served.
 
-use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::ops::RangeBounds;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -192,6 +193,17 @@ pub(crate) struct Written<T> {
     pub value: T,
 }
 
+/// A generation's hash map. The writer adds to it on the request path, so it grows by moving a
+/// few entries per insert (griddle's incremental resize) rather than all at once: a std
+/// `HashMap` of idempotency outcomes growing from 57k to 115k entries stopped the writer for
+/// 20–44 ms in a half-peak run, and every request in flight waited. Idempotency keys come from
+/// clients, so the hasher stays std's randomly keyed SipHash.
+pub(crate) type GenerationMap<K, V> = griddle::HashMap<K, V, RandomState>;
+
+fn generation_map<K, V>(capacity: usize) -> GenerationMap<K, V> {
+    GenerationMap::with_capacity_and_hasher(capacity, RandomState::new())
+}
+
 /// The changes of consecutive journal records, newest value per key, as the ledger file's
 /// tables will hold them after a checkpoint. The writer adds each batch as soon as its record
 /// is written, before it is durable: entries carry their record's sequence number so readers
@@ -204,11 +216,11 @@ pub(crate) struct Generation {
     pub transactions: BTreeMap<u64, Written<EncodedTransaction>>,
     /// Original transaction id → id of its reversal.
     pub reversals: BTreeMap<u64, Written<u64>>,
-    pub accounts: HashMap<AccountId, Written<EncodedAccount>>,
+    pub accounts: GenerationMap<AccountId, Written<EncodedAccount>>,
     /// Player → version → transaction id (read through `transactions`, which says when).
-    pub history: HashMap<AccountId, BTreeMap<u64, u64>>,
+    pub history: GenerationMap<AccountId, BTreeMap<u64, u64>>,
     /// Read by the writer only.
-    pub idempotency: HashMap<IdempotencyKey, StoredOutcome>,
+    pub idempotency: GenerationMap<IdempotencyKey, StoredOutcome>,
     weight: usize,
     started: Option<Instant>,
 }
@@ -276,9 +288,9 @@ impl Generation {
     /// flight waits.
     fn sized_like(previous: &Generation) -> Generation {
         Generation {
-            accounts: HashMap::with_capacity(previous.accounts.len()),
-            history: HashMap::with_capacity(previous.history.len()),
-            idempotency: HashMap::with_capacity(previous.idempotency.len()),
+            accounts: generation_map(previous.accounts.len()),
+            history: generation_map(previous.history.len()),
+            idempotency: generation_map(previous.idempotency.len()),
             ..Generation::default()
         }
     }

@@ -77,6 +77,11 @@ const WAIT_POLL_MS: u64 = 50;
 /// checkpoint's sync never holds the journal's syncs (the request path) for long.
 const CHECKPOINT_ROWS_PER_COMMIT: usize = 4_096;
 
+/// A batch write or journal sync that takes longer than this is logged with where its time
+/// went: the request path normally takes well under a millisecond for either, so a step this
+/// slow is a stall every request in flight waited for.
+const SLOW_STEP_WARN_MS: u64 = 20;
+
 /// Whether the ledger file's commits use redb's two-phase commit unless told otherwise.
 pub const TWO_PHASE_COMMIT_DEFAULT: bool = true;
 
@@ -202,6 +207,55 @@ impl CheckpointClock {
             + self
                 .running_since
                 .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// Steps a [`StepClock`] tells apart; later laps fold into the last one.
+const STEP_LAPS_MAX: usize = 8;
+
+/// Where a step of the request path spent its time, kept only to be logged when the whole
+/// took longer than [`SLOW_STEP_WARN_MS`].
+struct StepClock {
+    started: Instant,
+    last: Instant,
+    laps: [(&'static str, Duration); STEP_LAPS_MAX],
+    len: usize,
+}
+
+impl StepClock {
+    fn start() -> StepClock {
+        let now = Instant::now();
+        StepClock {
+            started: now,
+            last: now,
+            laps: [("", Duration::ZERO); STEP_LAPS_MAX],
+            len: 0,
+        }
+    }
+
+    fn lap(&mut self, step: &'static str) {
+        let now = Instant::now();
+        if self.len < STEP_LAPS_MAX {
+            self.laps[self.len] = (step, now - self.last);
+            self.len += 1;
+        } else {
+            self.laps[STEP_LAPS_MAX - 1].1 += now - self.last;
+        }
+        self.last = now;
+    }
+
+    /// The whole time and each step's, once the whole took [`SLOW_STEP_WARN_MS`] or longer.
+    fn slow(&self) -> Option<(u64, String)> {
+        let total = self.last - self.started;
+        if total < Duration::from_millis(SLOW_STEP_WARN_MS) {
+            return None;
+        }
+        let steps = self.laps[..self.len]
+            .iter()
+            .map(|(step, took)| format!("{step}={}us", took.as_micros()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some((total.as_millis() as u64, steps))
     }
 }
 
@@ -712,9 +766,12 @@ impl Shared {
         now_unix_ms: i64,
     ) -> Result<(BatchResult, CommitTicket), StoreError> {
         let databases = self.databases()?;
+        let mut steps = StepClock::start();
         self.wait_for_room()?;
+        steps.lap("room");
         let mut journal = databases.journal.lock().expect("journal lock poisoned");
         let mut known_keys = databases.known_keys.lock().expect("key filter poisoned");
+        steps.lap("locks");
         let result = {
             // Held while loading, so no generation leaves the overlay between a miss there
             // and the read of the ledger file (its snapshot is taken under it too).
@@ -778,6 +835,7 @@ impl Shared {
                 Ok(())
             })?
         };
+        steps.lap("apply");
         let ticket = |seq| CommitTicket {
             seq,
             epoch: databases.epoch,
@@ -792,15 +850,26 @@ impl Shared {
             encoded = encode_record_into(&result.changes, out);
         })?;
         self.journaled_through.store(seq, Ordering::SeqCst);
+        steps.lap("journal");
         // Before the generation can be checkpointed: from then on the table holds these keys.
         for (key, _) in &result.changes.idempotency {
             known_keys.insert(&key.scope, &key.key);
         }
-        self.overlay
-            .write()
-            .expect("overlay lock poisoned")
-            .active
-            .absorb_encoded(seq, &result.changes, encoded);
+        steps.lap("keys");
+        let mut overlay = self.overlay.write().expect("overlay lock poisoned");
+        steps.lap("overlay_lock");
+        overlay.active.absorb_encoded(seq, &result.changes, encoded);
+        drop(overlay);
+        steps.lap("absorb");
+        if let Some((total_ms, steps)) = steps.slow() {
+            tracing::warn!(
+                total_ms,
+                batch_len = commands.len(),
+                checkpoint_running = self.checkpoint_running(),
+                %steps,
+                "slow batch write: every request in flight waited"
+            );
+        }
         Ok((result, ticket(seq)))
     }
 
@@ -833,7 +902,17 @@ impl Shared {
             if self.synced_through.load(Ordering::SeqCst) >= ticket.seq {
                 continue;
             }
+            let started = Instant::now();
             let through = databases.journal_sync.sync()?;
+            let took = started.elapsed();
+            if took >= Duration::from_millis(SLOW_STEP_WARN_MS) {
+                tracing::warn!(
+                    total_ms = took.as_millis() as u64,
+                    checkpoint_running = self.checkpoint_running(),
+                    "slow journal fdatasync: every request in flight waited (the disk's own \
+                     syncs stall like this now and then; see the load generator's disk phase)"
+                );
+            }
             self.synced_through.store(through, Ordering::SeqCst);
         }
     }
@@ -847,6 +926,15 @@ impl Shared {
         let overlay = self.read_overlay();
         !overlay.frozen.is_empty()
             || (!overlay.active.is_empty() && overlay.active.age() >= self.generation_age_limit())
+    }
+
+    /// Whether a checkpoint is writing the ledger file right now (for diagnostics).
+    fn checkpoint_running(&self) -> bool {
+        self.checkpoint_clock
+            .lock()
+            .expect("checkpoint clock poisoned")
+            .running_since
+            .is_some()
     }
 
     fn generation_age_limit(&self) -> Duration {
