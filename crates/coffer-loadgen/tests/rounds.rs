@@ -133,6 +133,22 @@ fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
         .collect();
     assert!(percentiles[0] >= 1, "a sync takes time: {disk}");
     assert!(percentiles.is_sorted(), "{disk}");
+    // Seen from arriving commits: a commit waits for a whole sync at least, and no longer
+    // than the longest sync and the one before it.
+    let wait = &disk["disk_wait"];
+    let waits: Vec<u64> = ["p50_us", "p99_us", "p999_us"]
+        .iter()
+        .map(|p| wait[p].as_u64().expect("wait percentile"))
+        .collect();
+    let longest = wait["longest_sync_us"].as_u64().expect("longest sync");
+    assert!(waits.is_sorted(), "{disk}");
+    assert!(waits[0] >= percentiles[0] / 2, "{disk}");
+    assert!(
+        longest >= percentiles[3] && waits[2] <= 2 * longest + 1_000,
+        "{disk}"
+    );
+    let stalled = wait["stalled_share"].as_f64().expect("stalled share");
+    assert!((0.0..=1.0).contains(&stalled), "{disk}");
     // A sync is not a request: no ratio to the transport ceiling; the purchase keeps its own.
     assert!(disk.get("vs_no_op").is_none(), "{disk}");
     assert!(
