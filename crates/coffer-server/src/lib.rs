@@ -469,3 +469,17 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         serve,
     })
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn transparent_huge_pages_end_up_off_for_the_process() {
+        super::disable_transparent_huge_pages();
+        assert!(rustix::thread::transparent_huge_pages_are_disabled().unwrap());
+        // What the kernel reports for the process (the line exists since Linux 5.0).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        if let Some(line) = status.lines().find(|line| line.starts_with("THP_enabled:")) {
+            assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+        }
+    }
+}

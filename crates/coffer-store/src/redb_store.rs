@@ -1506,6 +1506,40 @@ mod tests {
     use coffer_core::{IdempotencyKey, Operation};
 
     #[test]
+    fn a_step_clock_tells_where_a_slow_whole_went_and_stays_quiet_otherwise() {
+        let mut quick = StepClock::start();
+        quick.lap("a");
+        quick.lap("b");
+        assert!(quick.slow().is_none());
+
+        let mut slow = StepClock::start();
+        slow.lap("quick");
+        std::thread::sleep(Duration::from_millis(SLOW_STEP_WARN_MS + 5));
+        slow.lap("sleep");
+        // More steps than it keeps: the later ones fold into the last.
+        for _ in 0..STEP_LAPS_MAX {
+            slow.lap("more");
+        }
+        let (total_ms, steps) = slow.slow().expect("slow");
+        assert!(total_ms >= SLOW_STEP_WARN_MS, "{total_ms}");
+        let laps: Vec<(&str, u128)> = steps
+            .split(' ')
+            .map(|lap| {
+                let (step, took) = lap.split_once('=').unwrap();
+                (step, took.trim_end_matches("us").parse().unwrap())
+            })
+            .collect();
+        assert_eq!(laps.len(), STEP_LAPS_MAX, "{steps}");
+        assert_eq!(laps[0].0, "quick");
+        assert_eq!(laps[1].0, "sleep");
+        assert!(
+            laps[1].1 >= u128::from(SLOW_STEP_WARN_MS + 5) * 1_000,
+            "{steps}"
+        );
+        assert!(laps[2..].iter().all(|(step, _)| *step == "more"), "{steps}");
+    }
+
+    #[test]
     fn a_journal_of_the_earlier_redb_format_is_folded_in_and_removed() {
         let catalog = Catalog::from_toml(
             "version = 1\n[currencies.coins]\ndecimals = 0\ninitial_balance_minor_units = 0\n",
