@@ -196,7 +196,9 @@ pub(crate) struct Written<T> {
 /// A generation's hash map. The writer adds to it on the request path, so it grows by moving a
 /// few entries per insert (griddle's incremental resize) rather than all at once: a std
 /// `HashMap` of idempotency outcomes growing from 57k to 115k entries stopped the writer for
-/// 20–44 ms in a half-peak run, and every request in flight waited. Idempotency keys come from
+/// 44 ms in a half-peak run while every request in flight waited (most of it the kernel zeroing
+/// the new table's huge pages, which the binaries now turn off; the move itself still grows
+/// with the map, and maps at a million players hold far more). Idempotency keys come from
 /// clients, so the hasher stays std's randomly keyed SipHash.
 pub(crate) type GenerationMap<K, V> = griddle::HashMap<K, V, RandomState>;
 

@@ -234,7 +234,10 @@ impl StepClock {
     }
 
     fn lap(&mut self, step: &'static str) {
-        let now = Instant::now();
+        self.lap_at(step, Instant::now());
+    }
+
+    fn lap_at(&mut self, step: &'static str, now: Instant) {
         if self.len < STEP_LAPS_MAX {
             self.laps[self.len] = (step, now - self.last);
             self.len += 1;
@@ -1507,36 +1510,31 @@ mod tests {
 
     #[test]
     fn a_step_clock_tells_where_a_slow_whole_went_and_stays_quiet_otherwise() {
+        let ms = Duration::from_millis;
+        let quick_enough = ms(SLOW_STEP_WARN_MS) - Duration::from_micros(1);
         let mut quick = StepClock::start();
-        quick.lap("a");
-        quick.lap("b");
+        let started = quick.started;
+        quick.lap_at("a", started + ms(1));
+        quick.lap_at("b", started + quick_enough);
         assert!(quick.slow().is_none());
 
         let mut slow = StepClock::start();
-        slow.lap("quick");
-        std::thread::sleep(Duration::from_millis(SLOW_STEP_WARN_MS + 5));
-        slow.lap("sleep");
-        // More steps than it keeps: the later ones fold into the last.
-        for _ in 0..STEP_LAPS_MAX {
-            slow.lap("more");
+        let started = slow.started;
+        slow.lap_at("quick", started + ms(1));
+        slow.lap_at("stall", started + ms(1 + SLOW_STEP_WARN_MS));
+        // More steps than it keeps: the later ones fold into the last, 1 ms each.
+        for step in 1..=STEP_LAPS_MAX as u64 {
+            slow.lap_at("more", started + ms(1 + SLOW_STEP_WARN_MS + step));
         }
         let (total_ms, steps) = slow.slow().expect("slow");
-        assert!(total_ms >= SLOW_STEP_WARN_MS, "{total_ms}");
-        let laps: Vec<(&str, u128)> = steps
-            .split(' ')
-            .map(|lap| {
-                let (step, took) = lap.split_once('=').unwrap();
-                (step, took.trim_end_matches("us").parse().unwrap())
-            })
-            .collect();
-        assert_eq!(laps.len(), STEP_LAPS_MAX, "{steps}");
-        assert_eq!(laps[0].0, "quick");
-        assert_eq!(laps[1].0, "sleep");
-        assert!(
-            laps[1].1 >= u128::from(SLOW_STEP_WARN_MS + 5) * 1_000,
-            "{steps}"
-        );
-        assert!(laps[2..].iter().all(|(step, _)| *step == "more"), "{steps}");
+        assert_eq!(total_ms, 1 + SLOW_STEP_WARN_MS + STEP_LAPS_MAX as u64);
+        let folded = STEP_LAPS_MAX - 2 - 1;
+        let mut expected = format!("quick=1000us stall={}us", SLOW_STEP_WARN_MS * 1_000);
+        for _ in 0..folded {
+            expected.push_str(" more=1000us");
+        }
+        expected.push_str(&format!(" more={}us", (STEP_LAPS_MAX - folded) * 1_000));
+        assert_eq!(steps, expected);
     }
 
     #[test]
