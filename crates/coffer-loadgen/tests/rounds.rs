@@ -133,8 +133,8 @@ fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
         .collect();
     assert!(percentiles[0] >= 1, "a sync takes time: {disk}");
     assert!(percentiles.is_sorted(), "{disk}");
-    // Seen from arriving commits: a commit waits for a whole sync at least, and no longer
-    // than the longest sync and the one before it.
+    // Seen from arriving commits: a commit waits for at least one whole sync (so the median
+    // wait is not far below the syncs' median), and no longer than two syncs.
     let wait = &disk["disk_wait"];
     let waits: Vec<u64> = ["p50_us", "p99_us", "p999_us"]
         .iter()
@@ -143,8 +143,10 @@ fn the_disk_phase_reports_the_syncs_it_timed_with_no_ratio_to_the_no_op() {
     let longest = wait["longest_sync_us"].as_u64().expect("longest sync");
     assert!(waits.is_sorted(), "{disk}");
     assert!(waits[0] >= percentiles[0] / 2, "{disk}");
+    // Percentiles are histogram buckets of three significant digits: up to 0.1 % above a
+    // value they hold.
     assert!(
-        longest >= percentiles[3] && waits[2] <= 2 * longest + 1_000,
+        longest + longest / 1_000 + 1 >= percentiles[3] && waits[2] <= 2 * longest + 1_000,
         "{disk}"
     );
     let stalled = wait["stalled_share"].as_f64().expect("stalled share");
