@@ -62,6 +62,11 @@ const LEDGER_WRITTEN_METRIC: &str = "coffer_ledger_written_bytes_total";
 static WRITE_PHASES_STARTED: AtomicU64 = AtomicU64::new(0);
 /// The newest transaction id any write of this run was answered with.
 static NEWEST_TRANSACTION_ID: AtomicU64 = AtomicU64::new(0);
+/// Most potions one player may hold, from the server's catalog (read before the phases).
+static POTION_STACK_MAX: AtomicU64 = AtomicU64::new(0);
+/// Full stacks of potions used up by a consumption after a purchase was refused for one, across
+/// all phases of the run: each is a transaction of its own in the ledger.
+static STACKS_EMPTIED: AtomicU64 = AtomicU64::new(0);
 /// Sets this run's idempotency keys apart from every earlier run's against the same server
 /// (`--endpoint`): there, the first phase has seen no transaction yet and could not tell a
 /// replay of an earlier run's key from a write.
@@ -762,6 +767,64 @@ fn ended<T>(result: Result<T, ClientError>, expected: &[Rejection]) -> Ended {
     }
 }
 
+/// Buys one potion for `player`. A purchase refused because the player's stack is full is
+/// followed by a consumption of the whole stack, as a player drinks them: the catalog caps a
+/// stack (99 in the demo catalog), so 10,000 players hold at most 990,000 potions, and a run
+/// that buys more would otherwise go on measuring refusals, which write no transaction. The
+/// refusal counts as the request's (expected) outcome; the consumption's call is extra work the
+/// phase pays for, about one per stack.
+async fn buy_potion(
+    client: &mut CofferClient,
+    phase: &WritePhase,
+    player: &str,
+    key: &str,
+) -> Ended {
+    let bought = client
+        .purchase(player, "potion", &[("coins", 10)], key)
+        .await;
+    if let Err(ClientError::Rejected {
+        rejection: Rejection::StackLimitExceeded,
+        ..
+    }) = &bought
+    {
+        let stack = POTION_STACK_MAX.load(Ordering::Relaxed);
+        let used = client
+            .consume(player, "potion", stack, &format!("{key}-drink"))
+            .await;
+        // Another request of the same player may have emptied the stack first.
+        match phase.ended(used, &[Rejection::InsufficientItems]) {
+            Ended::Ok => {
+                STACKS_EMPTIED.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::Expected => {}
+            Ended::Unexpected(error) => {
+                return Ended::Unexpected(format!("emptying a full stack of potions: {error}"));
+            }
+        }
+    }
+    phase.ended(
+        bought,
+        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
+    )
+}
+
+/// Most potions a player may hold, from the server's catalog: the phases buy the demo
+/// catalog's `potion` offer.
+async fn potion_stack_max(admin: &mut CofferClient) -> Result<u64, String> {
+    let catalog = admin.catalog().await.map_err(|error| error.to_string())?;
+    catalog
+        .items
+        .iter()
+        .find(|item| item.id == "potion")
+        .map(|item| item.max_quantity)
+        .filter(|stack| *stack > 0)
+        .ok_or_else(|| {
+            "the server's catalog has no `potion` item; the load generator buys the demo \
+             catalog's potion offer (assets/catalog.toml)"
+                .to_owned()
+        })
+}
+
 /// Grants coins to players `from..to` (their first transactions: an opening and a grant each).
 async fn prepare_players(
     connections: &[CofferClient],
@@ -912,12 +975,7 @@ async fn purchase_phase(
                 ^ (phase.number << 56));
             let player = format!("p{}", rng.below(players));
             let key = format!("buy-{:x}-{}-w{worker}-{sequence}", phase.run, phase.number);
-            phase.ended(
-                client
-                    .purchase(&player, "potion", &[("coins", 10)], &key)
-                    .await,
-                &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
-            )
+            buy_potion(&mut client, &phase, &player, &key).await
         }
     })
     .await
@@ -947,12 +1005,7 @@ async fn mixed_phase(args: &Args, connections: &[CofferClient], mix: &[u64]) -> 
                     kind += 1;
                 }
                 match kind {
-                    0 => phase.ended(
-                        client
-                            .purchase(&player, "potion", &[("coins", 10)], &key)
-                            .await,
-                        &[Rejection::StackLimitExceeded, Rejection::InsufficientFunds],
-                    ),
+                    0 => buy_potion(&mut client, &phase, &player, &key).await,
                     1 => {
                         let level = 1 + rng.below(5) as u32;
                         let price: &[(&str, i64)] = match level {
@@ -1093,6 +1146,13 @@ async fn main() -> std::process::ExitCode {
     if let Err(error) = prepare_players(&connections, 0, args.players).await {
         eprintln!("preparing players failed: {error}");
         return std::process::ExitCode::FAILURE;
+    }
+    match potion_stack_max(&mut admin).await {
+        Ok(stack) => POTION_STACK_MAX.store(stack, Ordering::Relaxed),
+        Err(error) => {
+            eprintln!("reading the catalog failed: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
     }
     if !args.json {
         eprintln!(
@@ -1249,6 +1309,7 @@ async fn main() -> std::process::ExitCode {
             "players": args.players, "concurrency": args.concurrency, "connections": args.connections,
             "duration_s": args.duration_s, "phases": results, "rounds": rounds, "scale_runs": scale_runs,
             "verifier": { "clean": report.clean, "transactions_checked": report.transactions_checked },
+            "full_potion_stacks_emptied": STACKS_EMPTIED.load(Ordering::Relaxed),
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
@@ -1331,6 +1392,13 @@ async fn main() -> std::process::ExitCode {
                     println!("disk, round {}: {}", index + 1, wait.summary());
                 }
             }
+        }
+        let emptied = STACKS_EMPTIED.load(Ordering::Relaxed);
+        if emptied > 0 {
+            println!(
+                "full stacks: {emptied} times a purchase was refused because the player held {} potions and the stack was then used up (a consumption, one more write)",
+                POTION_STACK_MAX.load(Ordering::Relaxed)
+            );
         }
         println!(
             "ledger verifier: {} ({} transactions replayed)",

@@ -8,16 +8,23 @@ use serde_json::Value;
 
 /// Enough players that few reach the potion's stack limit of 99 in three seconds of buying.
 const PLAYERS: u64 = 1_000;
+
 /// The setup's transactions: each player's opening, and one `Execute` granting coins to up to
 /// 200 players at a time.
-const SETUP_TRANSACTIONS: u64 = PLAYERS + PLAYERS.div_ceil(200);
+fn setup_transactions(players: u64) -> u64 {
+    players + players.div_ceil(200)
+}
 
 /// Runs the generator (1-second purchase phases, JSON report) with `extra` arguments.
 fn run_loadgen(rounds: u32, extra: &[&str]) -> Value {
+    run_loadgen_with_players(PLAYERS, rounds, extra)
+}
+
+fn run_loadgen_with_players(players: u64, rounds: u32, extra: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_coffer-loadgen"))
         .args([
             "--players",
-            &PLAYERS.to_string(),
+            &players.to_string(),
             "--concurrency",
             "8",
             "--duration-s",
@@ -63,13 +70,17 @@ fn purchases_committed(report: &Value) -> u64 {
     purchases
 }
 
-/// The verifier found a clean ledger holding the setup's transactions and `purchases` more.
-fn assert_ledger_holds(report: &Value, purchases: u64) {
+/// The verifier found a clean ledger holding the setup's transactions, `purchases` more, and
+/// one per full stack the generator used up.
+fn assert_ledger_holds(report: &Value, players: u64, purchases: u64) {
     assert_eq!(report["verifier"]["clean"], true, "{report}");
+    let emptied = report["full_potion_stacks_emptied"]
+        .as_u64()
+        .expect("stacks emptied");
     assert_eq!(
         report["verifier"]["transactions_checked"].as_u64(),
-        Some(SETUP_TRANSACTIONS + purchases),
-        "the ledger holds one transaction per purchase counted, and no other"
+        Some(setup_transactions(players) + purchases + emptied),
+        "the ledger holds one transaction per purchase counted and per stack emptied, and no other"
     );
 }
 
@@ -77,7 +88,30 @@ fn assert_ledger_holds(report: &Value, purchases: u64) {
 fn every_purchase_counted_in_every_round_is_a_new_transaction() {
     let report = run_loadgen(3, &[]);
     assert_eq!(report["rounds"].as_array().expect("rounds").len(), 3);
-    assert_ledger_holds(&report, purchases_committed(&report));
+    assert_ledger_holds(&report, PLAYERS, purchases_committed(&report));
+}
+
+#[test]
+fn a_player_whose_stack_is_full_uses_it_up_and_buys_again() {
+    // 10 players hold at most 990 potions: a second of buying fills every stack several times.
+    let players = 10;
+    let report = run_loadgen_with_players(players, 1, &[]);
+    let phase = &report["phases"][0];
+    assert_eq!(phase["unexpected_errors"], 0, "{phase}");
+    let requests = phase["requests"].as_u64().expect("requests");
+    let refused = phase["expected_rejections"].as_u64().expect("rejections");
+    let emptied = report["full_potion_stacks_emptied"]
+        .as_u64()
+        .expect("stacks emptied");
+    assert!(
+        requests > 2 * 99 * players,
+        "enough purchases to fill each stack twice: {phase}"
+    );
+    // Each full stack was refused once and used up (a racing refusal may find it used up
+    // already), so purchases keep going through: about one refusal per stack of 99.
+    assert!(emptied >= players && emptied <= refused, "{report}");
+    assert!(refused < requests / 10, "most purchases go through: {phase}");
+    assert_ledger_holds(&report, players, requests - refused);
 }
 
 #[test]
@@ -105,7 +139,7 @@ fn the_half_peak_phase_sends_on_its_schedule_and_every_request_is_a_new_transact
         "{sent} requests sent against {slots} slots scheduled: {half}"
     );
     // Every purchase of both phases committed a transaction of its own.
-    assert_ledger_holds(&report, phases.iter().map(committed).sum());
+    assert_ledger_holds(&report, PLAYERS, phases.iter().map(committed).sum());
 }
 
 #[test]
@@ -223,7 +257,7 @@ fn a_write_phase_ends_once_its_checkpoints_are_done_and_is_charged_their_work() 
         // A phase that writes nothing has nothing to charge.
         assert!(noop.get("sustained_per_second").is_none(), "{round}");
     }
-    assert_ledger_holds(&report, purchases_committed(&report));
+    assert_ledger_holds(&report, PLAYERS, purchases_committed(&report));
 }
 
 #[test]
@@ -262,6 +296,7 @@ fn a_data_size_phase_runs_once_per_round_and_reports_its_median_run() {
     let scale_purchases: u64 = runs.iter().map(committed).sum();
     assert_ledger_holds(
         &report,
+        PLAYERS,
         grown + grown.div_ceil(200) + purchases_committed(&report) + scale_purchases,
     );
 }
@@ -286,9 +321,13 @@ async fn a_second_run_against_the_same_server_replays_nothing_of_the_first() {
     .await
     .unwrap();
     // The second run's setup grants are replays of the first's (same players, same keys).
+    let first_emptied = first["full_potion_stacks_emptied"]
+        .as_u64()
+        .expect("stacks emptied");
     assert_ledger_holds(
         &second,
-        purchases_committed(&first) + purchases_committed(&second),
+        PLAYERS,
+        purchases_committed(&first) + purchases_committed(&second) + first_emptied,
     );
     server.shutdown().await.unwrap();
 }
