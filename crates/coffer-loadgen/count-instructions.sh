@@ -8,7 +8,8 @@
 #   cargo build --release -p coffer-server -p coffer-loadgen
 #   crates/coffer-loadgen/count-instructions.sh [BIN_DIR (target/release)] [SECONDS (20)]
 #
-# Needs valgrind (Debian: apt-get install valgrind).
+# Needs valgrind (Debian: apt-get install valgrind). KEEP_WORK=1 keeps the per-thread callgrind
+# files (their folder is printed first) for callgrind_annotate.
 set -euo pipefail
 
 bin_dir="${1:-target/release}"
