@@ -52,7 +52,10 @@ const SETTLE_TIMEOUT_S: u64 = 900;
 const SETTLE_POLL_MS: u64 = 20;
 /// The server's gauge of committed batches its checkpointer has not folded in yet.
 const RECORDS_PENDING_METRIC: &str = "coffer_journal_records_pending";
-/// The server's counter of time its checkpointer spent writing checkpoints.
+/// The server's gauge that reads 1 while its checkpointer merges runs of history and
+/// idempotency rows, or one is due (redb store; absent from others and older servers).
+const MERGE_PENDING_METRIC: &str = "coffer_checkpoint_merge_pending";
+/// The server's counter of time its checkpointer spent writing checkpoints (and merging runs).
 const CHECKPOINT_BUSY_METRIC: &str = "coffer_checkpoint_busy_seconds_total";
 /// Bytes of pages the server wrote to its ledger file (redb store; absent from others).
 const LEDGER_WRITTEN_METRIC: &str = "coffer_ledger_written_bytes_total";
@@ -580,7 +583,8 @@ fn metric_value(body: &str, name: &str) -> Option<f64> {
 }
 
 /// Waits until the server's checkpointer has folded in every batch committed so far (its
-/// [`RECORDS_PENDING_METRIC`] reads 0). The checkpointer works behind the request path, on the
+/// [`RECORDS_PENDING_METRIC`] reads 0) and merged the runs that were due ([`MERGE_PENDING_METRIC`]
+/// reads 0 or is absent). The checkpointer works behind the request path, on the
 /// same cores: a phase that started while it still folded in an earlier phase's writes (or the
 /// players the data was just grown by) would pay for them, and a write phase that ended before
 /// its checkpoints did left part of its cost for after it.
@@ -595,7 +599,8 @@ async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Settled, String> {
         let pending = read(RECORDS_PENDING_METRIC)?;
         let busy = read(CHECKPOINT_BUSY_METRIC)?;
         let busy_at_start = *busy_at_start.get_or_insert(busy);
-        if pending == 0.0 {
+        let merging = metric_value(&body, MERGE_PENDING_METRIC).unwrap_or(0.0);
+        if pending == 0.0 && merging == 0.0 {
             return Ok(Settled {
                 waited: started.elapsed(),
                 checkpoint_busy_s: busy - busy_at_start,

@@ -97,6 +97,8 @@ pub struct Metrics {
     frozen_generations: Gauge,
     last_checkpoint: Gauge<f64, std::sync::atomic::AtomicU64>,
     generation_age_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
+    sorted_runs: Gauge,
+    merge_pending: Gauge,
     /// Moved up to the store's totals at each scrape; the lock keeps two scrapes from both
     /// adding the same difference.
     store_counters: std::sync::Mutex<StoreCounters>,
@@ -184,10 +186,22 @@ impl Metrics {
             Unit::Seconds,
             generation_age_limit.clone(),
         );
+        let sorted_runs = Gauge::default();
+        registry.register(
+            "checkpoint_sorted_runs",
+            "Runs of history and idempotency rows written by checkpoints and not yet merged into the main tables (embedded redb store)",
+            sorted_runs.clone(),
+        );
+        let merge_pending = Gauge::default();
+        registry.register(
+            "checkpoint_merge_pending",
+            "1 while a merge of runs into the main tables is under way or due (embedded redb store)",
+            merge_pending.clone(),
+        );
         let checkpoint_busy = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register_with_unit(
             "checkpoint_busy",
-            "Time the checkpointer spent writing checkpoints, the one in progress included (embedded redb store); its rate is the checkpointer's utilisation",
+            "Time the checkpointer spent writing checkpoints and merging runs, the one in progress included (embedded redb store); its rate is the checkpointer's utilisation",
             Unit::Seconds,
             checkpoint_busy.clone(),
         );
@@ -211,6 +225,8 @@ impl Metrics {
             frozen_generations,
             last_checkpoint,
             generation_age_limit,
+            sorted_runs,
+            merge_pending,
             store_counters: std::sync::Mutex::new(StoreCounters {
                 checkpoint_busy,
                 ledger_written,
@@ -285,6 +301,9 @@ impl Metrics {
                 .set(status.last_checkpoint_ms as f64 / 1000.0);
             self.generation_age_limit
                 .set(status.generation_age_limit_ms as f64 / 1000.0);
+            self.sorted_runs
+                .set(i64::try_from(status.sorted_runs).unwrap_or(i64::MAX));
+            self.merge_pending.set(i64::from(status.merge_pending));
             let counters = self.store_counters.lock().expect("store counters poisoned");
             let behind_s = status.checkpoint_busy_us_total as f64 / 1_000_000.0
                 - counters.checkpoint_busy.get();

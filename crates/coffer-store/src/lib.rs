@@ -19,6 +19,7 @@ mod ledger_file;
 mod postgres_store;
 mod record;
 mod redb_store;
+mod runs;
 
 pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};
@@ -33,6 +34,7 @@ pub use redb_store::{
     CHECKPOINT_INTERVAL_MS_DEFAULT, DATABASE_FILE_NAME, RedbOptions, RedbStore,
     TWO_PHASE_COMMIT_DEFAULT,
 };
+pub use runs::RUNS_MERGE_AT_DEFAULT;
 
 use coffer_core::{
     AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, Prefetch, StoredOutcome,
@@ -104,6 +106,11 @@ pub struct CheckpointStatus {
     /// interval, or up to [`GENERATION_STRETCH_MAX`] times it while checkpoints rewrite many
     /// pages per change.
     pub generation_age_limit_ms: u64,
+    /// Runs of history and idempotency rows that checkpoints wrote and no merge folded into
+    /// the main tables yet; a merge starts at [`RUNS_MERGE_AT_DEFAULT`] unless configured.
+    pub sorted_runs: u64,
+    /// Whether a merge of runs is under way or due: checkpointer work, like pending records.
+    pub merge_pending: bool,
 }
 
 /// A catalog as stored: its version and the TOML it was loaded from.

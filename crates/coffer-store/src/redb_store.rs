@@ -5,7 +5,7 @@
 //! them in memory (see [`crate::journal`] and [`crate::journal_file`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +31,10 @@ use crate::journal_file::{
 use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
+use crate::runs::{
+    HISTORY, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge, RUNS_MERGE_AT_DEFAULT, RunRows,
+    distinct, merge_due, merge_urgent,
+};
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
     StoredCatalog, check_import_order, prepare_and_apply,
@@ -43,10 +47,6 @@ pub const DATABASE_FILE_NAME: &str = "coffer.redb";
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Transaction id → encoded `Transaction`. Ids are dense and increasing, so appends are sequential.
 const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
-/// (player, version) → transaction id: history and Subscribe catch-up.
-const HISTORY: TableDefinition<(&str, u64), u64> = TableDefinition::new("account_history");
-/// (scope, key) → encoded `StoredOutcome`.
-const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// Original transaction id → id of its reversal.
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
 /// The journal of earlier versions: a redb file with one table of records (the same encoding as
@@ -102,6 +102,9 @@ pub struct RedbOptions {
     /// checkpoints rewrite many pages per change). Shorter means less to recover after a crash
     /// and more, smaller checkpoints.
     pub checkpoint_interval_ms: u64,
+    /// Runs of history and idempotency rows (one per checkpoint) that start a merge into the
+    /// main tables (see [`crate::runs`]).
+    pub runs_merge_at: usize,
     /// Puts every file operation behind this fault switch (reliability tests only).
     pub faults: Option<StorageFaults>,
 }
@@ -111,6 +114,7 @@ impl Default for RedbOptions {
         RedbOptions {
             two_phase_commit: TWO_PHASE_COMMIT_DEFAULT,
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+            runs_merge_at: RUNS_MERGE_AT_DEFAULT,
             faults: None,
         }
     }
@@ -174,13 +178,19 @@ struct Shared {
     generation_age_limit_ms: AtomicU64,
     /// Bytes written to the ledger file since the store opened (every opening of it).
     ledger_written_bytes: Arc<AtomicU64>,
+    runs_merge_at: usize,
+    /// Runs the ledger file holds (of the kind with more), as of the checkpointer's last look.
+    runs: AtomicUsize,
+    /// Whether a merge of runs is under way.
+    merging: AtomicBool,
     faults: Option<StorageFaults>,
 }
 
 /// How long checkpoints take: the last one, and all of them together with the one in progress
-/// (what the checkpointer worked, apart from what it waited for work).
+/// and the merges of runs (what the checkpointer worked, apart from what it waited for work).
 #[derive(Debug, Default)]
 struct CheckpointClock {
+    /// The last checkpoint (merges apart).
     last: Duration,
     finished: Duration,
     running_since: Option<std::time::Instant>,
@@ -191,15 +201,16 @@ impl CheckpointClock {
         self.running_since = Some(std::time::Instant::now());
     }
 
-    /// Ends the checkpoint [`CheckpointClock::start`] began; returns how long it took.
+    /// Ends the work [`CheckpointClock::start`] began (a checkpoint, or a step of a merge);
+    /// returns how long it took.
     fn finish(&mut self) -> Duration {
         let since = self
             .running_since
             .take()
             .expect("a checkpoint finishes after it starts");
-        self.last = since.elapsed();
-        self.finished += self.last;
-        self.last
+        let took = since.elapsed();
+        self.finished += took;
+        took
     }
 
     fn busy_total(&self) -> Duration {
@@ -274,6 +285,7 @@ impl RedbStore {
         let RedbOptions {
             two_phase_commit,
             checkpoint_interval_ms,
+            runs_merge_at,
             faults,
         } = options;
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
@@ -300,6 +312,9 @@ impl RedbStore {
             checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.max(1)),
             generation_age_limit_ms: AtomicU64::new(checkpoint_interval_ms.max(1)),
             ledger_written_bytes: Arc::default(),
+            runs_merge_at: runs_merge_at.max(1),
+            runs: AtomicUsize::new(0),
+            merging: AtomicBool::new(false),
             faults,
         };
         let (databases, applied_through) = shared.open_databases()?;
@@ -443,17 +458,55 @@ fn lower_own_priority() {
     }
 }
 
+/// The main table of `R` and every run of it in `txn`'s snapshot, newest run last.
+fn main_and_runs<R: RunRows>(
+    txn: &ReadTransaction,
+) -> Result<Vec<redb::ReadOnlyTable<R::Key, R::Value>>, StoreError> {
+    let mut tables = vec![txn.open_table(R::MAIN)?];
+    for name in R::runs_among(txn.list_tables()?) {
+        tables.push(txn.open_table(R::run(&name))?);
+    }
+    Ok(tables)
+}
+
+/// The outcome stored under (`scope`, `key`) in the main idempotency table or a run.
+fn stored_outcome(
+    tables: &[redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>],
+    scope: &str,
+    key: &str,
+) -> Result<Option<StoredOutcome>, StoreError> {
+    for table in tables {
+        if let Some(bytes) = table.get((scope, key))? {
+            return Ok(Some(decode("idempotency outcome", bytes.value())?));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs in the ledger file: of the kind with more of them.
+fn count_runs(ledger: &Database) -> Result<usize, StoreError> {
+    let txn = ledger.begin_read()?;
+    let history = HistoryRows::runs_among(txn.list_tables()?).len();
+    let idempotency = IdempotencyRows::runs_among(txn.list_tables()?).len();
+    Ok(history.max(idempotency))
+}
+
 /// Every idempotency key the ledger file holds, read when the files open.
 fn read_known_keys(ledger: &Database) -> Result<KnownKeys, StoreError> {
     let started = Instant::now();
     let txn = ledger.begin_read()?;
-    let table = txn.open_table(IDEMPOTENCY)?;
-    let keys = usize::try_from(table.len()?).unwrap_or(usize::MAX);
+    let tables = main_and_runs::<IdempotencyRows>(&txn)?;
+    let mut keys = 0usize;
+    for table in &tables {
+        keys = keys.saturating_add(usize::try_from(table.len()?).unwrap_or(usize::MAX));
+    }
     let mut known = KnownKeys::with_room_for(keys.saturating_mul(2));
-    for entry in table.iter()? {
-        let (key, _) = entry?;
-        let (scope, key) = key.value();
-        known.insert(scope, key);
+    for table in &tables {
+        for entry in table.iter()? {
+            let (key, _) = entry?;
+            let (scope, key) = key.value();
+            known.insert(scope, key);
+        }
     }
     tracing::debug!(
         keys,
@@ -514,7 +567,8 @@ impl<'a> GenerationRows<'a> {
     }
 }
 
-/// Writes a generation's changes into the ledger file's tables, rows in key order, in durable
+/// Writes a generation's changes into the ledger file's tables (its history and idempotency
+/// rows into runs named after its last journal record), rows in key order, in durable
 /// commits of at most [`CHECKPOINT_ROWS_PER_COMMIT`] rows; the last one also records which
 /// journal record the tables now include. Until then the generation stays in the overlay, which
 /// readers consult first, so they never see a half-written generation; exports and the verifier
@@ -526,6 +580,9 @@ fn write_generation(
     two_phase_commit: bool,
 ) -> Result<(), StoreError> {
     let rows = GenerationRows::of(generation);
+    // History and idempotency rows go to runs of their own (see `crate::runs`), in key order.
+    let history_run = HistoryRows::run_name(generation.last_seq);
+    let idempotency_run = IdempotencyRows::run_name(generation.last_seq);
     let mut done = [0usize; 5];
     loop {
         let mut budget = CHECKPOINT_ROWS_PER_COMMIT;
@@ -544,9 +601,12 @@ fn write_generation(
             for (id, transaction) in &rows.transactions[take(0, rows.transactions.len())] {
                 transactions.insert(*id, *transaction)?;
             }
-            let mut history = txn.open_table(HISTORY)?;
-            for (player, version, id) in &rows.history[take(1, rows.history.len())] {
-                history.insert((*player, *version), *id)?;
+            let history_rows = &rows.history[take(1, rows.history.len())];
+            if !history_rows.is_empty() {
+                let mut history = txn.open_table(HistoryRows::run(&history_run))?;
+                for (player, version, id) in history_rows {
+                    history.insert((*player, *version), *id)?;
+                }
             }
             let mut reversals = txn.open_table(REVERSALS)?;
             for (original, reversal) in &rows.reversals[take(2, rows.reversals.len())] {
@@ -556,9 +616,12 @@ fn write_generation(
             for (id, state) in &rows.accounts[take(3, rows.accounts.len())] {
                 accounts.insert(*id, *state)?;
             }
-            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-            for (scope, key, outcome) in &rows.idempotency[take(4, rows.idempotency.len())] {
-                idempotency.insert((*scope, *key), encode(*outcome).as_slice())?;
+            let idempotency_rows = &rows.idempotency[take(4, rows.idempotency.len())];
+            if !idempotency_rows.is_empty() {
+                let mut idempotency = txn.open_table(IdempotencyRows::run(&idempotency_run))?;
+                for (scope, key, outcome) in idempotency_rows {
+                    idempotency.insert((*scope, *key), encode(*outcome).as_slice())?;
+                }
             }
         }
         let finished = done
@@ -644,6 +707,7 @@ impl Shared {
             self.faults.clone(),
             applied_through + 1,
         )?;
+        self.runs.store(count_runs(&ledger)?, Ordering::SeqCst);
         let known_keys = read_known_keys(&ledger)?;
         Ok((
             Databases {
@@ -781,7 +845,8 @@ impl Shared {
             let overlay = self.read_overlay();
             let txn = databases.ledger.begin_read()?;
             let accounts = txn.open_table(ACCOUNTS)?;
-            let idempotency = txn.open_table(IDEMPOTENCY)?;
+            // Opened at the first key the filter may hold: most batches need none.
+            let mut idempotency = None;
             let transactions = txn.open_table(TRANSACTIONS)?;
             let reversals = txn.open_table(REVERSALS)?;
             let next_transaction_id = match overlay.next_transaction_id() {
@@ -808,10 +873,13 @@ impl Shared {
                     let outcome = match overlay.idempotency(&key) {
                         Some(outcome) => Some(outcome.clone()),
                         None if !known_keys.may_hold(scope, key_str) => None,
-                        None => match idempotency.get((scope, key_str))? {
-                            Some(bytes) => Some(decode("idempotency outcome", bytes.value())?),
-                            None => None,
-                        },
+                        None => {
+                            let tables = match &mut idempotency {
+                                Some(tables) => tables,
+                                None => idempotency.insert(main_and_runs::<IdempotencyRows>(&txn)?),
+                            };
+                            stored_outcome(tables, scope, key_str)?
+                        }
                     };
                     loaded.idempotency.insert(key, outcome);
                 }
@@ -929,6 +997,86 @@ impl Shared {
         let overlay = self.read_overlay();
         !overlay.frozen.is_empty()
             || (!overlay.active.is_empty() && overlay.active.age() >= self.generation_age_limit())
+            || self.merge_pending()
+    }
+
+    /// Whether a merge of runs is under way or due.
+    fn merge_pending(&self) -> bool {
+        self.merging.load(Ordering::SeqCst)
+            || merge_due(self.runs.load(Ordering::SeqCst), self.runs_merge_at)
+    }
+
+    /// Merges runs into the main tables, one bounded commit at a time, while no frozen
+    /// generation waits for its checkpoint (or while runs piled up past what reads should
+    /// look through); `merge` carries a merge across calls.
+    fn merge_runs(&self, merge: &mut Option<Merge>) {
+        loop {
+            let runs = self.runs.load(Ordering::SeqCst);
+            if merge.is_none() && !merge_due(runs, self.runs_merge_at) {
+                return;
+            }
+            let generation_waits = !self.read_overlay().frozen.is_empty();
+            if self.stopping.load(Ordering::SeqCst)
+                || (generation_waits && !merge_urgent(runs, self.runs_merge_at))
+            {
+                return;
+            }
+            match self.merge_step(merge) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    *merge = None;
+                    self.merging.store(false, Ordering::SeqCst);
+                    tracing::error!(%error, "merging runs failed; the runs stay and the files are reopened");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One commit of the merge in `merge` (started first if there is none); false when the
+    /// files are not healthy.
+    fn merge_step(&self, merge: &mut Option<Merge>) -> Result<bool, StoreError> {
+        let _gate = self
+            .checkpoint_gate
+            .lock()
+            .expect("checkpoint gate poisoned");
+        let Some(databases) = self.healthy_databases() else {
+            return Ok(false);
+        };
+        let clock = || {
+            self.checkpoint_clock
+                .lock()
+                .expect("checkpoint clock poisoned")
+        };
+        clock().start();
+        let stepped = (|| {
+            let current = match merge {
+                Some(current) => current,
+                None => {
+                    let started = Merge::of(databases.ledger.begin_read()?.list_tables()?);
+                    tracing::debug!(runs = started.runs(), "merging runs");
+                    self.merging.store(true, Ordering::SeqCst);
+                    merge.insert(started)
+                }
+            };
+            if current.step(
+                &databases.ledger,
+                self.two_phase_commit,
+                CHECKPOINT_ROWS_PER_COMMIT,
+            )? {
+                *merge = None;
+                self.runs
+                    .store(count_runs(&databases.ledger)?, Ordering::SeqCst);
+                self.merging.store(false, Ordering::SeqCst);
+                self.signal.notify();
+            }
+            Ok(())
+        })();
+        clock().finish();
+        drop(databases);
+        stepped.map_err(|error| self.write_failed(error))?;
+        Ok(true)
     }
 
     /// Whether a checkpoint is writing the ledger file right now (for diagnostics).
@@ -958,6 +1106,7 @@ impl Shared {
         }
         let _ended = Ended(self);
         lower_own_priority();
+        let mut merge = None;
         loop {
             self.signal
                 .wait_until(Duration::from_millis(WAIT_POLL_MS), || {
@@ -984,6 +1133,7 @@ impl Shared {
                         }
                     }
                 }
+                self.merge_runs(&mut merge);
             }
             if stopping {
                 self.forget_checkpointed_records();
@@ -1032,12 +1182,18 @@ impl Shared {
         };
         let written_before = self.ledger_written_bytes.load(Ordering::SeqCst);
         clock().start();
-        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit);
-        let took = clock().finish();
+        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit)
+            .and_then(|()| count_runs(&databases.ledger));
+        let took = {
+            let mut clock = clock();
+            clock.last = clock.finish();
+            clock.last
+        };
         let written_bytes = self.ledger_written_bytes.load(Ordering::SeqCst) - written_before;
         drop(databases);
-        if let Err(error) = written {
-            return Err(self.write_failed(error));
+        match written {
+            Ok(runs) => self.runs.store(runs, Ordering::SeqCst),
+            Err(error) => return Err(self.write_failed(error)),
         }
         {
             let mut overlay = self.overlay.write().expect("overlay lock poisoned");
@@ -1151,18 +1307,20 @@ impl Shared {
                 .history(player, from..=to_inclusive, newest, limit)?;
         self.readable(written_by, databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
-        let history = txn.open_table(HISTORY)?;
         let name = player.as_str();
-        let range = history.range((name, from)..=(name, to_inclusive))?;
-        let entries: Box<dyn Iterator<Item = _>> = if newest {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
+        // From the main table and every run: `limit` from each covers the `limit` of all.
         let mut stored: Vec<(u64, u64)> = Vec::with_capacity(limit.min(1024));
-        for entry in entries.take(limit) {
-            let (key, id) = entry?;
-            stored.push((key.value().1, id.value()));
+        for history in main_and_runs::<HistoryRows>(&txn)? {
+            let range = history.range((name, from)..=(name, to_inclusive))?;
+            let entries: Box<dyn Iterator<Item = _>> = if newest {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for entry in entries.take(limit) {
+                let (key, id) = entry?;
+                stored.push((key.value().1, id.value()));
+            }
         }
         // Only the transactions that make the cut are read.
         let mut versions: std::collections::BTreeMap<u64, Option<u64>> =
@@ -1305,6 +1463,8 @@ impl Store for RedbStore {
             checkpoint_busy_us_total: clock.busy_total().as_micros() as u64,
             ledger_written_bytes_total: self.shared.ledger_written_bytes.load(Ordering::SeqCst),
             generation_age_limit_ms: self.shared.generation_age_limit_ms.load(Ordering::SeqCst),
+            sorted_runs: self.shared.runs.load(Ordering::SeqCst) as u64,
+            merge_pending: self.shared.merge_pending(),
         })
     }
 
@@ -1415,13 +1575,14 @@ impl Store for RedbStore {
                 state: decode("account", bytes.value())?,
             })?;
         }
-        for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
-            let (key, bytes) = entry?;
-            let (scope, key) = key.value();
+        // A key a merge part-way left in both a run and the main table is exported once.
+        let idempotency = main_and_runs::<IdempotencyRows>(&txn)?;
+        for entry in distinct::<IdempotencyRows, _>(&idempotency)? {
+            let ((scope, key), outcome) = entry?;
             sink(LedgerRecord::Idempotency {
-                scope: scope.to_owned(),
-                key: key.to_owned(),
-                outcome: decode("idempotency outcome", bytes.value())?,
+                scope,
+                key,
+                outcome: decode("idempotency outcome", &outcome)?,
             })?;
         }
         Ok(())

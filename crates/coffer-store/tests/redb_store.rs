@@ -197,9 +197,30 @@ fn frequent_checkpoints() -> RedbOptions {
 
 #[test]
 fn reads_see_every_committed_batch_while_checkpoints_run() {
+    reads_see_every_committed_batch(frequent_checkpoints());
+}
+
+/// Checkpoints write history and idempotency rows as runs, and merges fold them into the main
+/// tables: reads must find every row wherever it is, before, during and after a merge, and
+/// after reopening.
+#[test]
+fn reads_see_every_committed_batch_while_runs_are_merged() {
+    let merges = reads_see_every_committed_batch(RedbOptions {
+        runs_merge_at: 2,
+        ..frequent_checkpoints()
+    });
+    assert!(merges > 0, "runs were merged while reads were checked");
+}
+
+/// Commits batches with frequent checkpoints and checks every read against a model after each;
+/// returns how often the runs in the ledger file were seen to shrink (a merge ended).
+fn reads_see_every_committed_batch(options: RedbOptions) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::from_toml(CATALOG).unwrap();
-    let store = RedbStore::open_with(dir.path(), frequent_checkpoints()).unwrap();
+    let store = RedbStore::open_with(dir.path(), options.clone()).unwrap();
+    let mut runs_seen = 0;
+    let mut merges_seen = 0;
+    let mut batches = Vec::new();
     let players = ["ann", "ben", "cat", "dan"];
     // The model: each player's transaction ids in order, and their balance.
     let mut history: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -269,6 +290,13 @@ fn reads_see_every_committed_batch_while_checkpoints_run() {
         // Retrying the batch answers from the stored outcomes, journaled or checkpointed.
         let retry = store.commit_batch(&batch, &catalog, round as i64).unwrap();
         assert!(retry.changes.transactions.is_empty(), "round {round}");
+        assert_eq!(retry.outcomes, result.outcomes, "round {round}");
+        batches.push((batch, result.outcomes));
+        let runs = store.checkpoint_status().unwrap().sorted_runs;
+        if runs < runs_seen {
+            merges_seen += 1;
+        }
+        runs_seen = runs;
         if round % 10 == 0 {
             std::thread::sleep(std::time::Duration::from_millis(3));
         }
@@ -289,6 +317,25 @@ fn reads_see_every_committed_batch_while_checkpoints_run() {
         store.journaled_through(),
         "verify folds everything into the ledger file first"
     );
+    drop(store);
+
+    // Reopened, wherever a merge left the rows: every history whole, every retry answered.
+    let store = RedbStore::open_with(dir.path(), options).unwrap();
+    for player in players {
+        let id = AccountId::player(player);
+        let mut newest_first = history[player].clone();
+        newest_first.reverse();
+        assert_eq!(
+            ids(&store.history_before(&id, u64::MAX, 1_000).unwrap()),
+            newest_first
+        );
+    }
+    for (round, (batch, outcomes)) in batches.iter().enumerate() {
+        let retry = store.commit_batch(batch, &catalog, round as i64).unwrap();
+        assert!(retry.changes.transactions.is_empty(), "round {round}");
+        assert_eq!(&retry.outcomes, outcomes, "round {round}");
+    }
+    merges_seen
 }
 
 /// The writer skips the table lookup of a key its filter of known keys does not hold (see
