@@ -542,6 +542,7 @@ fn config_from(args: &Args) -> Result<Config, String> {
                 .redb_checkpoint_interval_ms
                 .or(file.redb_checkpoint_interval_ms)
                 .unwrap_or(coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT),
+            runs_merge_at: coffer_store::RUNS_MERGE_AT_DEFAULT,
             faults: None,
         },
         metrics_addr: args.metrics_addr.or(file.metrics.addr),
