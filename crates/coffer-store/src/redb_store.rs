@@ -988,16 +988,19 @@ impl Shared {
         }
     }
 
-    /// True when the checkpointer has work: a frozen generation, or an active one that waited
-    /// long enough.
+    /// True when the checkpointer has work: a generation due, or a merge of runs.
     fn checkpoint_due(&self) -> bool {
         if self.broken.load(Ordering::SeqCst) {
             return false;
         }
-        let overlay = self.read_overlay();
+        self.generation_due(&self.read_overlay()) || self.merge_pending()
+    }
+
+    /// Whether a generation waits for its checkpoint: a frozen one, or an active one that
+    /// waited long enough.
+    fn generation_due(&self, overlay: &Overlay) -> bool {
         !overlay.frozen.is_empty()
             || (!overlay.active.is_empty() && overlay.active.age() >= self.generation_age_limit())
-            || self.merge_pending()
     }
 
     /// Whether a merge of runs is under way or due.
@@ -1015,7 +1018,9 @@ impl Shared {
             if merge.is_none() && !merge_due(runs, self.runs_merge_at) {
                 return;
             }
-            let generation_waits = !self.read_overlay().frozen.is_empty();
+            // A generation frozen, or due to be, goes first: a merge can wait, the journal and
+            // the memory that generations hold should not grow behind it.
+            let generation_waits = self.generation_due(&self.read_overlay());
             if self.stopping.load(Ordering::SeqCst)
                 || (generation_waits && !merge_urgent(runs, self.runs_merge_at))
             {
