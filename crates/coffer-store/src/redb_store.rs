@@ -103,7 +103,7 @@ pub struct RedbOptions {
     /// and more, smaller checkpoints.
     pub checkpoint_interval_ms: u64,
     /// Runs of history and idempotency rows (one per checkpoint) that start a merge into the
-    /// main tables (see [`crate::runs`]).
+    /// main tables (see `runs.rs`).
     pub runs_merge_at: usize,
     /// Puts every file operation behind this fault switch (reliability tests only).
     pub faults: Option<StorageFaults>,
