@@ -1049,13 +1049,7 @@ impl Shared {
         let Some(databases) = self.healthy_databases() else {
             return Ok(false);
         };
-        let clock = || {
-            self.checkpoint_clock
-                .lock()
-                .expect("checkpoint clock poisoned")
-        };
-        clock().start();
-        let stepped = (|| {
+        let (stepped, _) = self.on_clock(|| {
             let current = match merge {
                 Some(current) => current,
                 None => {
@@ -1077,8 +1071,7 @@ impl Shared {
                 self.signal.notify();
             }
             Ok(())
-        })();
-        clock().finish();
+        });
         drop(databases);
         stepped.map_err(|error| self.write_failed(error))?;
         Ok(true)
@@ -1086,11 +1079,21 @@ impl Shared {
 
     /// Whether a checkpoint is writing the ledger file right now (for diagnostics).
     fn checkpoint_running(&self) -> bool {
+        self.clock().running_since.is_some()
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, CheckpointClock> {
         self.checkpoint_clock
             .lock()
             .expect("checkpoint clock poisoned")
-            .running_since
-            .is_some()
+    }
+
+    /// Runs checkpointer work (a checkpoint, or a step of a merge) on the busy clock; returns
+    /// what it returned and how long it took.
+    fn on_clock<T>(&self, work: impl FnOnce() -> T) -> (T, Duration) {
+        self.clock().start();
+        let done = work();
+        (done, self.clock().finish())
     }
 
     fn generation_age_limit(&self) -> Duration {
@@ -1180,20 +1183,12 @@ impl Shared {
         if let Err(error) = self.wait_durable(ticket) {
             return Err(self.write_failed(error));
         }
-        let clock = || {
-            self.checkpoint_clock
-                .lock()
-                .expect("checkpoint clock poisoned")
-        };
         let written_before = self.ledger_written_bytes.load(Ordering::SeqCst);
-        clock().start();
-        let written = write_generation(&databases.ledger, &generation, self.two_phase_commit)
-            .and_then(|()| count_runs(&databases.ledger));
-        let took = {
-            let mut clock = clock();
-            clock.last = clock.finish();
-            clock.last
-        };
+        let (written, took) = self.on_clock(|| {
+            write_generation(&databases.ledger, &generation, self.two_phase_commit)
+                .and_then(|()| count_runs(&databases.ledger))
+        });
+        self.clock().last = took;
         let written_bytes = self.ledger_written_bytes.load(Ordering::SeqCst) - written_before;
         drop(databases);
         match written {
@@ -1456,11 +1451,7 @@ impl Store for RedbStore {
 
     fn checkpoint_status(&self) -> Option<CheckpointStatus> {
         let journaled = self.journaled_through();
-        let clock = self
-            .shared
-            .checkpoint_clock
-            .lock()
-            .expect("checkpoint clock poisoned");
+        let clock = self.shared.clock();
         Some(CheckpointStatus {
             journal_records_pending: journaled.saturating_sub(self.checkpointed_through()),
             frozen_generations: self.shared.read_overlay().frozen.len() as u64,
