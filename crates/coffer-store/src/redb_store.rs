@@ -32,8 +32,8 @@ use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::runs::{
-    HISTORY, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge, RUNS_MERGE_AT_DEFAULT, RunRows,
-    distinct, merge_due, merge_urgent,
+    HISTORY, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge, RUNS_MERGE_AT_DEFAULT, ReadTable,
+    RunRows, distinct, merge_due, merge_urgent,
 };
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
@@ -459,9 +459,7 @@ fn lower_own_priority() {
 }
 
 /// The main table of `R` and every run of it in `txn`'s snapshot, newest run last.
-fn main_and_runs<R: RunRows>(
-    txn: &ReadTransaction,
-) -> Result<Vec<redb::ReadOnlyTable<R::Key, R::Value>>, StoreError> {
+fn main_and_runs<R: RunRows>(txn: &ReadTransaction) -> Result<Vec<ReadTable<R>>, StoreError> {
     let mut tables = vec![txn.open_table(R::MAIN)?];
     for name in R::runs_among(txn.list_tables()?) {
         tables.push(txn.open_table(R::run(&name))?);
@@ -471,7 +469,7 @@ fn main_and_runs<R: RunRows>(
 
 /// The outcome stored under (`scope`, `key`) in the main idempotency table or a run.
 fn stored_outcome(
-    tables: &[redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>],
+    tables: &[ReadTable<IdempotencyRows>],
     scope: &str,
     key: &str,
 ) -> Result<Option<StoredOutcome>, StoreError> {

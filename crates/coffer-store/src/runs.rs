@@ -91,6 +91,13 @@ pub(crate) trait RunRows {
     }
 }
 
+/// A row of `R` read out of a table, key and value owned; or why it could not be read.
+pub(crate) type ReadRow<R> =
+    Result<(<R as RunRows>::OwnedKey, <R as RunRows>::OwnedValue), StoreError>;
+
+/// The main table of `R`, or one of its runs, in a read snapshot.
+pub(crate) type ReadTable<R> = redb::ReadOnlyTable<<R as RunRows>::Key, <R as RunRows>::Value>;
+
 /// Rows of the `account_history` table.
 pub(crate) struct HistoryRows;
 
@@ -177,10 +184,7 @@ impl RunRows for IdempotencyRows {
 pub(crate) fn merged<'t, R: RunRows, T: ReadableTable<R::Key, R::Value>>(
     tables: &'t [T],
     after: Option<&R::OwnedKey>,
-) -> Result<
-    impl Iterator<Item = Result<(R::OwnedKey, R::OwnedValue), StoreError>> + use<'t, R, T>,
-    StoreError,
-> {
+) -> Result<impl Iterator<Item = ReadRow<R>> + use<'t, R, T>, StoreError> {
     let ranges = tables
         .iter()
         .map(|table| R::rows_after(table, after))
@@ -193,23 +197,18 @@ pub(crate) fn merged<'t, R: RunRows, T: ReadableTable<R::Key, R::Value>>(
                 Ok(R::owned(key, value))
             })
         })
-        .kmerge_by(
-            |a: &Result<(R::OwnedKey, R::OwnedValue), StoreError>, b| match (a, b) {
-                (Ok((a, _)), Ok((b, _))) => a < b,
-                // An error comes out first, so it ends whatever reads the rows.
-                (Err(_), _) => true,
-                (Ok(_), Err(_)) => false,
-            },
-        ))
+        .kmerge_by(|a: &ReadRow<R>, b| match (a, b) {
+            (Ok((a, _)), Ok((b, _))) => a < b,
+            // An error comes out first, so it ends whatever reads the rows.
+            (Err(_), _) => true,
+            (Ok(_), Err(_)) => false,
+        }))
 }
 
 /// The rows of `tables` in key order, each key once.
 pub(crate) fn distinct<'t, R: RunRows, T: ReadableTable<R::Key, R::Value>>(
     tables: &'t [T],
-) -> Result<
-    impl Iterator<Item = Result<(R::OwnedKey, R::OwnedValue), StoreError>> + use<'t, R, T>,
-    StoreError,
-> {
+) -> Result<impl Iterator<Item = ReadRow<R>> + use<'t, R, T>, StoreError> {
     Ok(merged::<R, T>(tables, None)?
         .dedup_by(|a, b| matches!((a, b), (Ok((a, _)), Ok((b, _))) if a == b)))
 }
