@@ -224,6 +224,7 @@ async fn metrics_count_requests_rejections_and_commits_exactly() {
         [(&BTreeMap::new(), 0.0)],
         "no checkpoint has run, however long the checkpointer waited"
     );
+    assert_eq!(after.value("coffer_checkpoint_sorted_runs", &[]), 0.0);
     // The verifier folds every batch into the ledger file first: the checkpointer's work shows.
     assert!(admin.verify_ledger().await.unwrap().clean);
     let checkpointed = scrape(metrics_addr).await;
@@ -232,6 +233,15 @@ async fn metrics_count_requests_rejections_and_commits_exactly() {
         0.0
     );
     assert!(checkpointed.value("coffer_checkpoint_busy_seconds_total", &[]) > 0.0);
+    // That one checkpoint wrote its history and idempotency rows as one run; no merge is due.
+    assert_eq!(
+        checkpointed.value("coffer_checkpoint_sorted_runs", &[]),
+        1.0
+    );
+    assert_eq!(
+        checkpointed.value("coffer_checkpoint_merge_pending", &[]),
+        0.0
+    );
 
     // A Subscribe stream is counted while open; when the client drops it, the gauge falls back
     // and the request is recorded as CANCELLED (its status never reached the client).
