@@ -608,8 +608,13 @@ async fn settle(metrics_addr: std::net::SocketAddr) -> Result<Settled, String> {
             });
         }
         if started.elapsed() >= Duration::from_secs(SETTLE_TIMEOUT_S) {
+            let merge = if merging == 0.0 {
+                ""
+            } else {
+                " and a merge of runs pending"
+            };
             return Err(format!(
-                "the server still had {pending} batches to checkpoint after {SETTLE_TIMEOUT_S} s"
+                "the server still had {pending} batches to checkpoint{merge} after {SETTLE_TIMEOUT_S} s"
             ));
         }
         tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
