@@ -483,10 +483,7 @@ fn stored_outcome(
 
 /// Runs in the ledger file: of the kind with more of them.
 fn count_runs(ledger: &Database) -> Result<usize, StoreError> {
-    let txn = ledger.begin_read()?;
-    let history = HistoryRows::runs_among(txn.list_tables()?).len();
-    let idempotency = IdempotencyRows::runs_among(txn.list_tables()?).len();
-    Ok(history.max(idempotency))
+    Ok(Merge::of(ledger.begin_read()?.list_tables()?).runs())
 }
 
 /// Every idempotency key the ledger file holds, read when the files open.
@@ -1040,11 +1037,7 @@ impl Shared {
     /// One commit of the merge in `merge` (started first if there is none); false when the
     /// files are not healthy.
     fn merge_step(&self, merge: &mut Option<Merge>) -> Result<bool, StoreError> {
-        let _gate = self
-            .checkpoint_gate
-            .lock()
-            .expect("checkpoint gate poisoned");
-        let Some(databases) = self.healthy_databases() else {
+        let Some((_gate, databases)) = self.gated_databases() else {
             return Ok(false);
         };
         let (stepped, _) = self.on_clock(|| {
@@ -1073,6 +1066,17 @@ impl Shared {
         drop(databases);
         stepped.map_err(|error| self.write_failed(error))?;
         Ok(true)
+    }
+
+    /// The checkpoint gate, held, and the open files, unless a write failed since: what every
+    /// piece of checkpointer work (a checkpoint, a step of a merge) starts from.
+    fn gated_databases(&self) -> Option<(std::sync::MutexGuard<'_, ()>, Arc<Databases>)> {
+        let gate = self
+            .checkpoint_gate
+            .lock()
+            .expect("checkpoint gate poisoned");
+        let databases = self.healthy_databases()?;
+        Some((gate, databases))
     }
 
     /// Whether a checkpoint is writing the ledger file right now (for diagnostics).
@@ -1162,11 +1166,7 @@ impl Shared {
 
     /// Folds the oldest frozen generation into the ledger file; false when there is none.
     fn checkpoint_oldest(&self) -> Result<bool, StoreError> {
-        let _gate = self
-            .checkpoint_gate
-            .lock()
-            .expect("checkpoint gate poisoned");
-        let Some(databases) = self.healthy_databases() else {
+        let Some((_gate, databases)) = self.gated_databases() else {
             return Ok(false);
         };
         let Some(generation) = self.read_overlay().frozen.front().cloned() else {

@@ -365,13 +365,14 @@ mod tests {
 
         let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
         assert_eq!(merge.runs(), 3);
-        // Two rows per commit: the history takes three commits (six distinct keys, seven rows),
-        // idempotency one, the drop one.
-        let mut steps = 0;
+        // Two rows per commit: the history's seven rows (ben's first version is in two runs)
+        // take four commits, the idempotency row one, the drop one.
+        let mut commits = 1;
         while !merge.step(&ledger, true, 2).unwrap() {
-            steps += 1;
-            assert!(steps < 20, "the merge ends");
+            commits += 1;
+            assert!(commits <= 6, "the merge ends");
         }
+        assert_eq!(commits, 6);
         let txn = ledger.begin_read().unwrap();
         let rows: Vec<(String, u64, u64)> = txn
             .open_table(HISTORY)
