@@ -468,7 +468,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
             .postings
             .iter()
             .map(|p| pb::Posting {
-                account_id: p.account.to_string(),
+                account_id: p.account.as_str().to_owned(),
                 currency_id: p.currency.clone(),
                 amount_minor_units: p.amount_minor_units,
             })
@@ -477,7 +477,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
             .item_movements
             .iter()
             .map(|m| pb::ItemMovement {
-                account_id: m.account.to_string(),
+                account_id: m.account.as_str().to_owned(),
                 item_id: m.item.clone(),
                 quantity_delta: m.quantity_delta,
                 level_before: m.level_before,
@@ -488,7 +488,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
             .account_versions
             .iter()
             .map(|(account, version)| pb::AccountVersion {
-                account_id: account.to_string(),
+                account_id: account.as_str().to_owned(),
                 version: *version,
             })
             .collect(),

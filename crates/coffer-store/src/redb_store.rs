@@ -4,6 +4,7 @@
 //! indexed tables of `coffer.redb` in large commits, off the request path; until then reads find
 //! them in memory (see [`crate::journal`] and [`crate::journal_file`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -32,8 +33,9 @@ use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::runs::{
-    HISTORY, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge, RUNS_MERGE_AT_DEFAULT, ReadTable,
-    RunRows, distinct, merge_due, merge_urgent,
+    HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge,
+    RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, encode_chunk, merge_due,
+    merge_urgent,
 };
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
@@ -514,7 +516,8 @@ fn read_known_keys(ledger: &Database) -> Result<KnownKeys, StoreError> {
 /// A generation's rows, each table's in key order.
 struct GenerationRows<'a> {
     transactions: Vec<(u64, &'a [u8])>,
-    history: Vec<(&'a str, u64, u64)>,
+    /// (player, first version, encoded chunk): one per player and run of consecutive versions.
+    history: Vec<(&'a str, u64, Vec<u8>)>,
     reversals: Vec<(u64, u64)>,
     accounts: Vec<(&'a str, &'a [u8])>,
     idempotency: Vec<(&'a str, &'a str, &'a StoredOutcome)>,
@@ -522,16 +525,30 @@ struct GenerationRows<'a> {
 
 impl<'a> GenerationRows<'a> {
     fn of(generation: &'a Generation) -> Self {
-        let mut history: Vec<(&str, u64, u64)> = generation
+        let mut players: Vec<(&str, &BTreeMap<u64, u64>)> = generation
             .history
             .iter()
-            .flat_map(|(player, versions)| {
-                versions
-                    .iter()
-                    .map(move |(version, id)| (player.as_str(), *version, *id))
-            })
+            .map(|(player, versions)| (player.as_str(), versions))
             .collect();
-        history.sort_unstable();
+        players.sort_unstable_by_key(|(player, _)| *player);
+        let mut history = Vec::with_capacity(players.len());
+        for (player, versions) in players {
+            // One generation gives a player consecutive versions; a gap would start a new chunk.
+            let mut versions = versions
+                .iter()
+                .map(|(version, id)| (*version, *id))
+                .peekable();
+            while let Some((first_version, first_id)) = versions.next() {
+                let mut ids = vec![first_id];
+                while let Some((version, id)) =
+                    versions.next_if(|(version, _)| *version == first_version + ids.len() as u64)
+                {
+                    debug_assert_eq!(version, first_version + ids.len() as u64);
+                    ids.push(id);
+                }
+                history.push((player, first_version, encode_chunk(ids.into_iter())));
+            }
+        }
         let mut accounts: Vec<(&str, &[u8])> = generation
             .accounts
             .iter()
@@ -576,7 +593,7 @@ fn write_generation(
 ) -> Result<(), StoreError> {
     let rows = GenerationRows::of(generation);
     // History and idempotency rows go to runs of their own (see `crate::runs`), in key order.
-    let history_run = HistoryRows::run_name(generation.last_seq);
+    let history_run = HistoryChunkRows::run_name(generation.last_seq);
     let idempotency_run = IdempotencyRows::run_name(generation.last_seq);
     let mut done = [0usize; 5];
     loop {
@@ -598,9 +615,9 @@ fn write_generation(
             }
             let history_rows = &rows.history[take(1, rows.history.len())];
             if !history_rows.is_empty() {
-                let mut history = txn.open_table(HistoryRows::run(&history_run))?;
-                for (player, version, id) in history_rows {
-                    history.insert((*player, *version), *id)?;
+                let mut history = txn.open_table(HistoryChunkRows::run(&history_run))?;
+                for (player, first_version, ids) in history_rows {
+                    history.insert((*player, *first_version), ids.as_slice())?;
                 }
             }
             let mut reversals = txn.open_table(REVERSALS)?;
@@ -661,6 +678,7 @@ impl Shared {
             txn.open_table(ACCOUNTS)?;
             txn.open_table(TRANSACTIONS)?;
             txn.open_table(HISTORY)?;
+            txn.open_table(HISTORY_CHUNKS)?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(REVERSALS)?;
             txn.open_table(META)?;
@@ -1320,8 +1338,18 @@ impl Shared {
                 stored.push((key.value().1, id.value()));
             }
         }
+        for chunks in main_and_runs::<HistoryChunkRows>(&txn)? {
+            chunk_history(
+                &chunks,
+                name,
+                (from, to_inclusive),
+                newest,
+                limit,
+                &mut stored,
+            )?;
+        }
         // Only the transactions that make the cut are read.
-        let mut versions: std::collections::BTreeMap<u64, Option<u64>> =
+        let mut versions: BTreeMap<u64, Option<u64>> =
             found.keys().map(|version| (*version, None)).collect();
         for (version, id) in stored {
             versions.entry(version).or_insert(Some(id));

@@ -13,6 +13,11 @@
 //! entry names its transaction, an idempotency key keeps its first outcome), so a row found
 //! twice (a merge part-way, or a run a crash left half-written that recovery wrote again) is the
 //! same row, and whichever copy is read is right.
+//!
+//! History is written as chunks ([`HISTORY_CHUNKS`]): one row per player and generation with
+//! the ids of its consecutive versions, so a checkpoint inserts (and a merge folds) a row per
+//! player touched rather than per transaction. Rows an import or an earlier version wrote one
+//! per version ([`HISTORY`]) are read beside them.
 
 use std::ops::Bound;
 
@@ -34,9 +39,18 @@ pub const RUNS_MERGE_AT_DEFAULT: usize = 8;
 /// multiple of the runs that start a merge.
 const RUNS_FORCE_MERGE_FACTOR: usize = 2;
 
-/// (player, version) → transaction id: history and Subscribe catch-up.
+/// (player, version) → transaction id: history and Subscribe catch-up, as files before history
+/// chunks wrote it, and as an import writes it. Read alongside [`HISTORY_CHUNKS`].
 pub(crate) const HISTORY: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("account_history");
+/// (player, first version) → the ids of that player's transactions from that version on, one
+/// after the other (see [`encode_chunk`]): what a checkpoint writes, one row per player a
+/// generation touched rather than one per transaction (a player's versions in one generation
+/// are consecutive, so one row holds them all). A player's chunks never overlap.
+pub(crate) const HISTORY_CHUNKS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("account_history_chunks");
+/// Bytes of one transaction id in a history chunk.
+const CHUNK_ID_BYTES: usize = 8;
 /// (scope, key) → encoded `StoredOutcome`.
 pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("idempotency");
@@ -118,13 +132,7 @@ impl RunRows for HistoryRows {
         table: &'t impl ReadableTable<Self::Key, Self::Value>,
         after: Option<&(String, u64)>,
     ) -> Result<redb::Range<'t, Self::Key, Self::Value>, StorageError> {
-        match after {
-            None => table.range::<(&str, u64)>(..),
-            Some((player, version)) => table.range::<(&str, u64)>((
-                Bound::Excluded((player.as_str(), *version)),
-                Bound::Unbounded,
-            )),
-        }
+        player_rows_after(table, after)
     }
 
     fn insert(
@@ -134,6 +142,137 @@ impl RunRows for HistoryRows {
     ) -> Result<(), StorageError> {
         table.insert((player.as_str(), *version), *id).map(drop)
     }
+}
+
+/// The rows of a table keyed by (player, version) after `after` (all with `None`).
+fn player_rows_after<'t, V: redb::Value + 'static>(
+    table: &'t impl ReadableTable<(&'static str, u64), V>,
+    after: Option<&(String, u64)>,
+) -> Result<redb::Range<'t, (&'static str, u64), V>, StorageError> {
+    match after {
+        None => table.range::<(&str, u64)>(..),
+        Some((player, version)) => table.range::<(&str, u64)>((
+            Bound::Excluded((player.as_str(), *version)),
+            Bound::Unbounded,
+        )),
+    }
+}
+
+/// Rows of the `account_history_chunks` table.
+pub(crate) struct HistoryChunkRows;
+
+impl RunRows for HistoryChunkRows {
+    type Key = (&'static str, u64);
+    type Value = &'static [u8];
+    type OwnedKey = (String, u64);
+    type OwnedValue = Vec<u8>;
+    const MAIN: TableDefinition<'static, Self::Key, Self::Value> = HISTORY_CHUNKS;
+    const RUN_PREFIX: &'static str = "account_history_chunks_run_";
+
+    fn owned(
+        key: AccessGuard<'_, Self::Key>,
+        value: AccessGuard<'_, Self::Value>,
+    ) -> ((String, u64), Vec<u8>) {
+        let (player, first_version) = key.value();
+        ((player.to_owned(), first_version), value.value().to_vec())
+    }
+
+    fn rows_after<'t>(
+        table: &'t impl ReadableTable<Self::Key, Self::Value>,
+        after: Option<&(String, u64)>,
+    ) -> Result<redb::Range<'t, Self::Key, Self::Value>, StorageError> {
+        player_rows_after(table, after)
+    }
+
+    fn insert(
+        table: &mut Table<'_, Self::Key, Self::Value>,
+        (player, first_version): &(String, u64),
+        ids: &Vec<u8>,
+    ) -> Result<(), StorageError> {
+        table
+            .insert((player.as_str(), *first_version), ids.as_slice())
+            .map(drop)
+    }
+}
+
+/// A history chunk's value: each transaction id, little-endian, in version order.
+pub(crate) fn encode_chunk(ids: impl ExactSizeIterator<Item = u64>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(ids.len() * CHUNK_ID_BYTES);
+    for id in ids {
+        bytes.extend_from_slice(&id.to_le_bytes());
+    }
+    bytes
+}
+
+/// The (version, transaction id) pairs of the chunk that starts at `first_version`.
+pub(crate) fn chunk_entries(
+    first_version: u64,
+    bytes: &[u8],
+) -> Result<impl DoubleEndedIterator<Item = (u64, u64)> + '_, StoreError> {
+    if bytes.is_empty() || bytes.len() % CHUNK_ID_BYTES != 0 {
+        return Err(StoreError::Corrupt {
+            what: format!("history chunk from version {first_version}"),
+            detail: format!(
+                "{} bytes, not a positive multiple of {CHUNK_ID_BYTES}",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(CHUNK_ID_BYTES)
+        .enumerate()
+        .map(move |(offset, id)| {
+            let id = u64::from_le_bytes(id.try_into().expect("chunks_exact"));
+            (first_version + offset as u64, id)
+        }))
+}
+
+/// Adds to `found` the (version, transaction id) pairs of `player` with versions in
+/// `from..=to` that `table` holds: at most `limit` of the newest (`newest: true`) or oldest.
+pub(crate) fn chunk_history(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    player: &str,
+    (from, to): (u64, u64),
+    newest: bool,
+    limit: usize,
+    found: &mut Vec<(u64, u64)>,
+) -> Result<(), StoreError> {
+    let mut taken = 0;
+    if newest {
+        // Chunks never overlap: once one starts at or below `from`, every earlier one ends below it.
+        for chunk in table.range((player, 0)..=(player, to))?.rev() {
+            let (key, ids) = chunk?;
+            let first_version = key.value().1;
+            for (version, id) in chunk_entries(first_version, ids.value())?.rev() {
+                if (from..=to).contains(&version) && taken < limit {
+                    found.push((version, id));
+                    taken += 1;
+                }
+            }
+            if first_version <= from || taken == limit {
+                break;
+            }
+        }
+    } else {
+        // The chunk that holds `from` may start below it.
+        let start = match table.range((player, 0)..=(player, from))?.next_back() {
+            Some(chunk) => chunk?.0.value().1,
+            None => from,
+        };
+        for chunk in table.range((player, start)..=(player, to))? {
+            let (key, ids) = chunk?;
+            for (version, id) in chunk_entries(key.value().1, ids.value())? {
+                if (from..=to).contains(&version) && taken < limit {
+                    found.push((version, id));
+                    taken += 1;
+                }
+            }
+            if taken == limit {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rows of the `idempotency` table.
@@ -228,6 +367,7 @@ pub(crate) fn merge_urgent(runs: usize, merge_at: usize) -> bool {
 #[derive(Debug)]
 enum Stage {
     History(Option<(String, u64)>),
+    HistoryChunks(Option<(String, u64)>),
     Idempotency(Option<(String, String)>),
     /// Every row is in the main tables: the runs go.
     Drop,
@@ -238,6 +378,7 @@ enum Stage {
 #[derive(Debug)]
 pub(crate) struct Merge {
     history_runs: Vec<String>,
+    history_chunk_runs: Vec<String>,
     idempotency_runs: Vec<String>,
     stage: Stage,
 }
@@ -248,14 +389,32 @@ impl Merge {
         let tables: Vec<UntypedTableHandle> = tables.collect();
         Merge {
             history_runs: HistoryRows::runs_among(tables.iter().cloned()),
+            history_chunk_runs: HistoryChunkRows::runs_among(tables.iter().cloned()),
             idempotency_runs: IdempotencyRows::runs_among(tables.into_iter()),
             stage: Stage::History(None),
         }
     }
 
-    /// Runs this merge folds (of the kind with more of them).
+    /// Runs this merge folds (of the kind with most of them).
     pub fn runs(&self) -> usize {
-        self.history_runs.len().max(self.idempotency_runs.len())
+        self.history_runs
+            .len()
+            .max(self.history_chunk_runs.len())
+            .max(self.idempotency_runs.len())
+    }
+
+    /// Moves past the stages that have no runs to fold, so they cost no commit.
+    fn skip_empty_stages(&mut self) {
+        loop {
+            self.stage = match self.stage {
+                Stage::History(None) if self.history_runs.is_empty() => Stage::HistoryChunks(None),
+                Stage::HistoryChunks(None) if self.history_chunk_runs.is_empty() => {
+                    Stage::Idempotency(None)
+                }
+                Stage::Idempotency(None) if self.idempotency_runs.is_empty() => Stage::Drop,
+                _ => return,
+            };
+        }
     }
 
     /// Folds up to `rows_max` more rows into the main tables in one durable commit, or drops
@@ -267,12 +426,19 @@ impl Merge {
         two_phase_commit: bool,
         rows_max: usize,
     ) -> Result<bool, StoreError> {
+        self.skip_empty_stages();
         let mut txn = ledger.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_two_phase_commit(two_phase_commit);
         let over = match &mut self.stage {
             Stage::History(after) => {
                 if fold::<HistoryRows>(&txn, &self.history_runs, after, rows_max)? {
+                    self.stage = Stage::HistoryChunks(None);
+                }
+                false
+            }
+            Stage::HistoryChunks(after) => {
+                if fold::<HistoryChunkRows>(&txn, &self.history_chunk_runs, after, rows_max)? {
                     self.stage = Stage::Idempotency(None);
                 }
                 false
@@ -286,6 +452,9 @@ impl Merge {
             Stage::Drop => {
                 for name in &self.history_runs {
                     txn.delete_table(HistoryRows::run(name))?;
+                }
+                for name in &self.history_chunk_runs {
+                    txn.delete_table(HistoryChunkRows::run(name))?;
                 }
                 for name in &self.idempotency_runs {
                     txn.delete_table(IdempotencyRows::run(name))?;
@@ -333,6 +502,8 @@ mod tests {
         assert!(HistoryRows::run_name(u64::MAX - 1) < HistoryRows::run_name(u64::MAX));
         assert!(!HistoryRows::run_name(1).starts_with(IdempotencyRows::RUN_PREFIX));
         assert!(!IdempotencyRows::run_name(1).starts_with(HistoryRows::RUN_PREFIX));
+        assert!(!HistoryChunkRows::run_name(1).starts_with(HistoryRows::RUN_PREFIX));
+        assert!(!HistoryRows::run_name(1).starts_with(HistoryChunkRows::RUN_PREFIX));
     }
 
     #[test]
@@ -465,6 +636,105 @@ mod tests {
         assert!(HistoryRows::runs_among(txn.list_tables().unwrap()).is_empty());
         drop(txn);
         assert_eq!(all_rows(&ledger), before);
+    }
+
+    #[test]
+    fn history_chunks_give_every_version_in_range_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Database::create(dir.path().join("chunks.redb")).unwrap();
+        // ann's versions 1..=8 in three chunks (transaction id = 10 + version), between players
+        // whose names sort next to hers.
+        let chunks: [(&str, u64, &[u64]); 5] = [
+            ("al", 1, &[1, 2]),
+            ("ann", 1, &[11, 12, 13]),
+            ("ann", 4, &[14]),
+            ("ann", 5, &[15, 16, 17, 18]),
+            ("anna", 1, &[99]),
+        ];
+        let txn = ledger.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(HISTORY_CHUNKS).unwrap();
+            for (player, first_version, ids) in chunks {
+                let bytes = encode_chunk(ids.iter().copied());
+                table
+                    .insert((player, first_version), bytes.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let txn = ledger.begin_read().unwrap();
+        let table = txn.open_table(HISTORY_CHUNKS).unwrap();
+        for from in 0..=9u64 {
+            for to in from..=9u64 {
+                for limit in 1..=9usize {
+                    for newest in [true, false] {
+                        let mut expected: Vec<(u64, u64)> = (from.max(1)..=to.min(8))
+                            .map(|version| (version, 10 + version))
+                            .collect();
+                        if newest {
+                            expected.reverse();
+                        }
+                        expected.truncate(limit);
+                        let mut found = Vec::new();
+                        chunk_history(&table, "ann", (from, to), newest, limit, &mut found)
+                            .unwrap();
+                        assert_eq!(
+                            found, expected,
+                            "{from}..={to}, limit {limit}, newest {newest}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_history_chunk_of_a_wrong_length_is_corrupt() {
+        assert!(chunk_entries(1, &[]).is_err());
+        assert!(chunk_entries(1, &[0; 12]).is_err());
+        let entries: Vec<(u64, u64)> = chunk_entries(7, &encode_chunk([40, 41].into_iter()))
+            .unwrap()
+            .collect();
+        assert_eq!(entries, [(7, 40), (8, 41)]);
+    }
+
+    #[test]
+    fn a_merge_folds_history_chunk_runs_and_skips_kinds_without_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Database::create(dir.path().join("runs.redb")).unwrap();
+        let txn = ledger.begin_write().unwrap();
+        for (run, (player, first_version, ids)) in [
+            ("ann", 1, [10, 11]),
+            ("ann", 3, [12, 13]),
+            ("ben", 1, [14, 15]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = HistoryChunkRows::run_name(run as u64 + 1);
+            let bytes = encode_chunk(ids.into_iter());
+            txn.open_table(HistoryChunkRows::run(&name))
+                .unwrap()
+                .insert((player, first_version), bytes.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
+        assert_eq!(merge.runs(), 3);
+        // Three rows at two per commit take two commits, the drop one; the kinds without runs
+        // (row-per-version history, idempotency) take none.
+        let mut commits = 1;
+        while !merge.step(&ledger, true, 2).unwrap() {
+            commits += 1;
+            assert!(commits <= 3, "the merge ends");
+        }
+        assert_eq!(commits, 3);
+        let txn = ledger.begin_read().unwrap();
+        assert!(HistoryChunkRows::runs_among(txn.list_tables().unwrap()).is_empty());
+        let table = txn.open_table(HISTORY_CHUNKS).unwrap();
+        let mut found = Vec::new();
+        chunk_history(&table, "ann", (1, 9), false, 10, &mut found).unwrap();
+        assert_eq!(found, [(1, 10), (2, 11), (3, 12), (4, 13)]);
     }
 
     #[test]

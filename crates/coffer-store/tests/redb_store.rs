@@ -618,3 +618,84 @@ fn a_written_batch_is_built_on_by_the_next_but_read_only_once_durable() {
     store.wait_durable(ticket).unwrap();
     assert!(store.verify(&catalog).unwrap().is_clean());
 }
+
+/// An import writes a player's history a row per version (as files before history chunks
+/// did); checkpoints write a chunk per player and generation, into runs merged into a main
+/// table. A read pages through all of them as one history.
+#[test]
+fn history_pages_through_imported_rows_and_checkpointed_chunks_alike() {
+    let catalog = Catalog::from_toml(CATALOG).unwrap();
+    let ann = AccountId::player("ann");
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = RedbStore::open(source_dir.path()).unwrap();
+    source
+        .commit_batch(&[grant("ann", "s0", 20)], &catalog, 1)
+        .unwrap();
+    for key in ["a1", "a2", "a3"] {
+        let bought = source
+            .commit_batch(&[purchase("ann", key)], &catalog, 1)
+            .unwrap();
+        assert!(bought.outcomes[0].is_ok());
+    }
+    let mut records = Vec::new();
+    source
+        .export(&mut |record| {
+            records.push(record);
+            Ok(())
+        })
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions {
+        runs_merge_at: 2,
+        ..frequent_checkpoints()
+    };
+    let store = RedbStore::open_with(dir.path(), options).unwrap();
+    store.import(&mut records.into_iter().map(Ok)).unwrap();
+    // Grants, so ann can keep buying: each batch its own generation and chunk, some merged.
+    for batch in 0..6 {
+        let keys = [format!("g{batch}"), format!("b{batch}")];
+        let commands = [grant("ann", &keys[0], 8), purchase("ann", &keys[1])];
+        let result = store.commit_batch(&commands, &catalog, 2).unwrap();
+        assert!(result.outcomes.iter().all(Result::is_ok));
+        // Verifying checkpoints everything first: each batch its own chunk.
+        assert!(store.verify(&catalog).unwrap().is_clean());
+    }
+    let check = |store: &RedbStore| {
+        let everything = store.history_after(&ann, 0, 100).unwrap();
+        // The opening, the imported grant and three purchases, then six grant-and-purchase
+        // pairs.
+        assert_eq!(everything.len(), 1 + 4 + 12);
+        let versions: Vec<u64> = everything
+            .iter()
+            .map(|t| t.account_versions[&ann])
+            .collect();
+        assert_eq!(versions, (1..=17).collect::<Vec<u64>>());
+        for limit in 1..=18 {
+            for at in 0..=18u64 {
+                let after = store.history_after(&ann, at, limit).unwrap();
+                let expected: Vec<u64> = everything
+                    .iter()
+                    .filter(|t| t.account_versions[&ann] > at)
+                    .take(limit)
+                    .map(|t| t.id)
+                    .collect();
+                assert_eq!(ids(&after), expected, "after {at}, limit {limit}");
+                let before = store.history_before(&ann, at, limit).unwrap();
+                let expected: Vec<u64> = everything
+                    .iter()
+                    .rev()
+                    .filter(|t| t.account_versions[&ann] < at)
+                    .take(limit)
+                    .map(|t| t.id)
+                    .collect();
+                assert_eq!(ids(&before), expected, "before {at}, limit {limit}");
+            }
+        }
+    };
+    check(&store);
+    let status = store.checkpoint_status().unwrap();
+    assert!(status.sorted_runs < 6, "chunk runs were merged: {status:?}");
+    drop(store);
+    check(&RedbStore::open(dir.path()).unwrap());
+}
