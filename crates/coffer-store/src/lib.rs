@@ -20,6 +20,7 @@ mod postgres_store;
 mod record;
 mod redb_store;
 mod runs;
+mod transaction_chunks;
 
 pub use error::StoreError;
 pub use export_file::{EXPORT_HEADER, ExportSummary, read_export, write_export};

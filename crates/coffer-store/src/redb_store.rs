@@ -33,9 +33,12 @@ use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::runs::{
-    HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge,
-    RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, encode_chunk, merge_due,
+    self, HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows,
+    Merge, RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, merge_due,
     merge_urgent,
+};
+use crate::transaction_chunks::{
+    StoredTransactions, TRANSACTION_CHUNKS, TRANSACTIONS, TRANSACTIONS_PER_CHUNK, encode_chunk,
 };
 use crate::{
     CheckpointStatus, CommitTicket, IMPORT_CHUNK_LEN, LedgerRecord, Store, StoreError,
@@ -47,8 +50,6 @@ pub const DATABASE_FILE_NAME: &str = "coffer.redb";
 
 /// Account name → encoded `AccountState`.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
-/// Transaction id → encoded `Transaction`. Ids are dense and increasing, so appends are sequential.
-const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
 /// Original transaction id → id of its reversal.
 const REVERSALS: TableDefinition<u64, u64> = TableDefinition::new("reversals");
 /// The journal of earlier versions: a redb file with one table of records (the same encoding as
@@ -515,7 +516,9 @@ fn read_known_keys(ledger: &Database) -> Result<KnownKeys, StoreError> {
 
 /// A generation's rows, each table's in key order.
 struct GenerationRows<'a> {
-    transactions: Vec<(u64, &'a [u8])>,
+    /// (first id, encoded chunk): the generation's transactions, [`TRANSACTIONS_PER_CHUNK`] to
+    /// a row.
+    transactions: Vec<(u64, Vec<u8>)>,
     /// (player, first version, encoded chunk): one per player and run of consecutive versions.
     history: Vec<(&'a str, u64, Vec<u8>)>,
     reversals: Vec<(u64, u64)>,
@@ -546,7 +549,7 @@ impl<'a> GenerationRows<'a> {
                     debug_assert_eq!(version, first_version + ids.len() as u64);
                     ids.push(id);
                 }
-                history.push((player, first_version, encode_chunk(ids.into_iter())));
+                history.push((player, first_version, runs::encode_chunk(ids.into_iter())));
             }
         }
         let mut accounts: Vec<(&str, &[u8])> = generation
@@ -561,12 +564,22 @@ impl<'a> GenerationRows<'a> {
             .map(|(key, outcome)| (key.scope.as_str(), key.key.as_str(), outcome))
             .collect();
         idempotency.sort_unstable_by_key(|(scope, key, _)| (*scope, *key));
+        let transactions: Vec<(u64, &[u8])> = generation
+            .transactions
+            .iter()
+            .map(|(id, transaction)| (*id, &*transaction.value))
+            .collect();
+        let transactions = transactions
+            .chunks(TRANSACTIONS_PER_CHUNK)
+            .map(|chunk| {
+                // A generation's ids are consecutive, so a chunk's are too.
+                debug_assert!(chunk.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1));
+                let bytes = encode_chunk(chunk.iter().map(|(_, transaction)| *transaction));
+                (chunk[0].0, bytes)
+            })
+            .collect();
         GenerationRows {
-            transactions: generation
-                .transactions
-                .iter()
-                .map(|(id, t)| (*id, &*t.value))
-                .collect(),
+            transactions,
             history,
             reversals: generation
                 .reversals
@@ -609,9 +622,9 @@ fn write_generation(
         txn.set_durability(Durability::Immediate)?;
         txn.set_two_phase_commit(two_phase_commit);
         {
-            let mut transactions = txn.open_table(TRANSACTIONS)?;
-            for (id, transaction) in &rows.transactions[take(0, rows.transactions.len())] {
-                transactions.insert(*id, *transaction)?;
+            let mut transactions = txn.open_table(TRANSACTION_CHUNKS)?;
+            for (first_id, chunk) in &rows.transactions[take(0, rows.transactions.len())] {
+                transactions.insert(*first_id, chunk.as_slice())?;
             }
             let history_rows = &rows.history[take(1, rows.history.len())];
             if !history_rows.is_empty() {
@@ -677,6 +690,7 @@ impl Shared {
             txn.set_durability(Durability::Immediate)?;
             txn.open_table(ACCOUNTS)?;
             txn.open_table(TRANSACTIONS)?;
+            txn.open_table(TRANSACTION_CHUNKS)?;
             txn.open_table(HISTORY)?;
             txn.open_table(HISTORY_CHUNKS)?;
             txn.open_table(IDEMPOTENCY)?;
@@ -860,7 +874,9 @@ impl Shared {
             let accounts = txn.open_table(ACCOUNTS)?;
             // Opened at the first key the filter may hold: most batches need none.
             let mut idempotency = None;
-            let transactions = txn.open_table(TRANSACTIONS)?;
+            // Opened at the first transaction not in memory: only retries and reversals of
+            // older transactions need one.
+            let mut transactions = None;
             let reversals = txn.open_table(REVERSALS)?;
             let next_transaction_id = match overlay.next_transaction_id() {
                 Some(id) => id,
@@ -899,8 +915,11 @@ impl Shared {
                 for id in missing.transactions {
                     let transaction = match overlay.transaction(id) {
                         Some(transaction) => Some(decode_transaction(&transaction.value)?),
-                        None => match transactions.get(id)? {
-                            Some(bytes) => Some(decode_transaction(bytes.value())?),
+                        None => match transactions
+                            .get_or_insert(StoredTransactions::open(&txn)?)
+                            .get(id)?
+                        {
+                            Some(bytes) => Some(decode_transaction(&bytes)?),
                             None => None,
                         },
                     };
@@ -1293,16 +1312,16 @@ impl Shared {
     }
 
     fn read_transactions(
-        table: &impl ReadableTable<u64, &'static [u8]>,
+        stored: &StoredTransactions,
         ids: impl Iterator<Item = u64>,
     ) -> Result<Vec<Transaction>, StoreError> {
         let mut transactions = Vec::new();
         for id in ids {
-            let bytes = table.get(id)?.ok_or_else(|| StoreError::Corrupt {
+            let bytes = stored.get(id)?.ok_or_else(|| StoreError::Corrupt {
                 what: format!("history entry for transaction {id}"),
                 detail: "the transaction is missing".to_owned(),
             })?;
-            transactions.push(decode("transaction", bytes.value())?);
+            transactions.push(decode("transaction", &bytes)?);
         }
         Ok(transactions)
     }
@@ -1355,7 +1374,7 @@ impl Shared {
             versions.entry(version).or_insert(Some(id));
         }
         keep_ends(&mut versions, newest, limit);
-        let transactions = txn.open_table(TRANSACTIONS)?;
+        let transactions = StoredTransactions::open(&txn)?;
         let to_read: Vec<(u64, u64)> = versions
             .iter()
             .filter_map(|(version, id)| id.map(|id| (*version, id)))
@@ -1460,8 +1479,8 @@ impl Store for RedbStore {
         let txn = databases.ledger.begin_read()?;
         let transaction = match in_memory {
             Some(transaction) => decode_transaction(&transaction.value)?,
-            None => match txn.open_table(TRANSACTIONS)?.get(id)? {
-                Some(bytes) => decode_transaction(bytes.value())?,
+            None => match StoredTransactions::open(&txn)?.get(id)? {
+                Some(bytes) => decode_transaction(&bytes)?,
                 None => return Ok(None),
             },
         };
@@ -1526,11 +1545,11 @@ impl Store for RedbStore {
         let (mut found, written_by) = self.shared.read_overlay().transactions_in(start.., limit)?;
         self.shared.readable(written_by, databases.epoch)?;
         let txn = databases.ledger.begin_read()?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
-        for entry in transactions.range(start..)?.take(limit) {
+        let transactions = StoredTransactions::open(&txn)?;
+        for entry in transactions.from(start)?.take(limit) {
             let (id, bytes) = entry?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(id.value()) {
-                slot.insert(decode("transaction", bytes.value())?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(id) {
+                slot.insert(decode("transaction", &bytes)?);
             }
         }
         keep_ends(&mut found, false, limit);
@@ -1539,13 +1558,13 @@ impl Store for RedbStore {
 
     fn verify(&self, catalog: &Catalog) -> Result<VerifyReport, StoreError> {
         let (_databases, txn) = self.shared.checkpoint_everything()?;
-        let transactions = txn.open_table(TRANSACTIONS)?;
+        let transactions = StoredTransactions::open(&txn)?;
         let accounts = txn.open_table(ACCOUNTS)?;
         let meta = txn.open_table(META)?;
         let mut verifier = Verifier::new(catalog);
-        for entry in transactions.iter()? {
+        for entry in transactions.from(0)? {
             let (_, bytes) = entry?;
-            verifier.transaction(&decode::<Transaction>("transaction", bytes.value())?);
+            verifier.transaction(&decode::<Transaction>("transaction", &bytes)?);
         }
         for entry in accounts.iter()? {
             let (name, bytes) = entry?;
@@ -1580,13 +1599,13 @@ impl Store for RedbStore {
                 source_toml,
             })?;
         }
-        let transactions = txn.open_table(TRANSACTIONS)?;
+        let transactions = StoredTransactions::open(&txn)?;
         let reversals = txn.open_table(REVERSALS)?;
-        for entry in transactions.iter()? {
+        for entry in transactions.from(0)? {
             let (id, bytes) = entry?;
-            let reversed_by = reversals.get(id.value())?.map(|v| v.value());
+            let reversed_by = reversals.get(id)?.map(|v| v.value());
             sink(LedgerRecord::Transaction {
-                transaction: decode("transaction", bytes.value())?,
+                transaction: decode("transaction", &bytes)?,
                 reversed_by,
             })?;
         }
