@@ -33,9 +33,9 @@ use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
 use crate::record::{decode, decode_transaction, encode};
 use crate::runs::{
-    self, HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows,
-    Merge, RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, merge_due,
-    merge_urgent,
+    HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge,
+    RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, encode_history_chunk,
+    merge_due, merge_urgent,
 };
 use crate::transaction_chunks::{
     StoredTransactions, TRANSACTION_CHUNKS, TRANSACTIONS, TRANSACTIONS_PER_CHUNK, encode_chunk,
@@ -543,13 +543,12 @@ impl<'a> GenerationRows<'a> {
                 .peekable();
             while let Some((first_version, first_id)) = versions.next() {
                 let mut ids = vec![first_id];
-                while let Some((version, id)) =
+                while let Some((_, id)) =
                     versions.next_if(|(version, _)| *version == first_version + ids.len() as u64)
                 {
-                    debug_assert_eq!(version, first_version + ids.len() as u64);
                     ids.push(id);
                 }
-                history.push((player, first_version, runs::encode_chunk(ids.into_iter())));
+                history.push((player, first_version, encode_history_chunk(ids.into_iter())));
             }
         }
         let mut accounts: Vec<(&str, &[u8])> = generation

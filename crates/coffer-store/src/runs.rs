@@ -12,7 +12,8 @@
 //! main table and in every run of their snapshot. Rows never change once written (a history
 //! entry names its transaction, an idempotency key keeps its first outcome), so a row found
 //! twice (a merge part-way, or a run a crash left half-written that recovery wrote again) is the
-//! same row, and whichever copy is read is right.
+//! same row, and whichever copy is read is right; only a history chunk may come shorter from a
+//! half-written run, and then the longer holds it (merges keep the longer).
 //!
 //! History is written as chunks ([`HISTORY_CHUNKS`]): one row per player and generation with
 //! the ids of its consecutive versions, so a checkpoint inserts (and a merge folds) a row per
@@ -44,7 +45,7 @@ const RUNS_FORCE_MERGE_FACTOR: usize = 2;
 pub(crate) const HISTORY: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("account_history");
 /// (player, first version) → the ids of that player's transactions from that version on, one
-/// after the other (see [`encode_chunk`]): what a checkpoint writes, one row per player a
+/// after the other (see [`encode_history_chunk`]): what a checkpoint writes, one row per player a
 /// generation touched rather than one per transaction (a player's versions in one generation
 /// are consecutive, so one row holds them all). A player's chunks never overlap.
 pub(crate) const HISTORY_CHUNKS: TableDefinition<(&str, u64), &[u8]> =
@@ -184,19 +185,28 @@ impl RunRows for HistoryChunkRows {
         player_rows_after(table, after)
     }
 
+    /// Keeps the longer of two chunks under one key. A checkpoint cut short by a crash leaves
+    /// its run part-written; recovery folds every journal record after the last complete
+    /// checkpoint into one generation, so it may write a longer chunk under the same key into
+    /// another run. Both hold the same ids for the versions they share, so the longer holds
+    /// the shorter: it must win whichever comes last in a merge.
     fn insert(
         table: &mut Table<'_, Self::Key, Self::Value>,
         (player, first_version): &(String, u64),
         ids: &Vec<u8>,
     ) -> Result<(), StorageError> {
-        table
-            .insert((player.as_str(), *first_version), ids.as_slice())
-            .map(drop)
+        let key = (player.as_str(), *first_version);
+        if let Some(held) = table.get(key)?
+            && held.value().len() >= ids.len()
+        {
+            return Ok(());
+        }
+        table.insert(key, ids.as_slice()).map(drop)
     }
 }
 
 /// A history chunk's value: each transaction id, little-endian, in version order.
-pub(crate) fn encode_chunk(ids: impl ExactSizeIterator<Item = u64>) -> Vec<u8> {
+pub(crate) fn encode_history_chunk(ids: impl ExactSizeIterator<Item = u64>) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(ids.len() * CHUNK_ID_BYTES);
     for id in ids {
         bytes.extend_from_slice(&id.to_le_bytes());
@@ -205,7 +215,7 @@ pub(crate) fn encode_chunk(ids: impl ExactSizeIterator<Item = u64>) -> Vec<u8> {
 }
 
 /// The (version, transaction id) pairs of the chunk that starts at `first_version`.
-pub(crate) fn chunk_entries(
+pub(crate) fn history_chunk_entries(
     first_version: u64,
     bytes: &[u8],
 ) -> Result<impl DoubleEndedIterator<Item = (u64, u64)> + '_, StoreError> {
@@ -243,7 +253,7 @@ pub(crate) fn chunk_history(
         for chunk in table.range((player, 0)..=(player, to))?.rev() {
             let (key, ids) = chunk?;
             let first_version = key.value().1;
-            for (version, id) in chunk_entries(first_version, ids.value())?.rev() {
+            for (version, id) in history_chunk_entries(first_version, ids.value())?.rev() {
                 if (from..=to).contains(&version) && taken < limit {
                     found.push((version, id));
                     taken += 1;
@@ -261,7 +271,7 @@ pub(crate) fn chunk_history(
         };
         for chunk in table.range((player, start)..=(player, to))? {
             let (key, ids) = chunk?;
-            for (version, id) in chunk_entries(key.value().1, ids.value())? {
+            for (version, id) in history_chunk_entries(key.value().1, ids.value())? {
                 if (from..=to).contains(&version) && taken < limit {
                     found.push((version, id));
                     taken += 1;
@@ -481,14 +491,20 @@ fn fold<R: RunRows>(
         .collect::<Result<Vec<_>, _>>()?;
     let mut main = txn.open_table(R::MAIN)?;
     let mut folded = 0;
-    let rows = merged::<R, _>(&tables, after.as_ref())?;
-    for row in rows.take(rows_max) {
+    let mut rows = merged::<R, _>(&tables, after.as_ref())?.peekable();
+    while let Some(row) = rows.next() {
         let (key, value) = row?;
         R::insert(&mut main, &key, &value)?;
-        *after = Some(key);
         folded += 1;
+        // Every copy of a key goes into one commit: the next commit starts after the key, and
+        // copies of a history chunk may differ (see `HistoryChunkRows::insert`).
+        let next_is_same_key = matches!(rows.peek(), Some(Ok((next, _))) if *next == key);
+        *after = Some(key);
+        if folded >= rows_max && !next_is_same_key {
+            return Ok(rows.peek().is_none());
+        }
     }
-    Ok(folded < rows_max)
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -536,14 +552,14 @@ mod tests {
 
         let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
         assert_eq!(merge.runs(), 3);
-        // Two rows per commit: the history's seven rows (ben's first version is in two runs)
-        // take four commits, the idempotency row one, the drop one.
+        // Two rows per commit, a key's copies in one: the history's seven rows (ben's first
+        // version is in two runs) take three commits, the idempotency row one, the drop one.
         let mut commits = 1;
         while !merge.step(&ledger, true, 2).unwrap() {
             commits += 1;
-            assert!(commits <= 6, "the merge ends");
+            assert!(commits <= 5, "the merge ends");
         }
-        assert_eq!(commits, 6);
+        assert_eq!(commits, 5);
         let txn = ledger.begin_read().unwrap();
         let rows: Vec<(String, u64, u64)> = txn
             .open_table(HISTORY)
@@ -655,7 +671,7 @@ mod tests {
         {
             let mut table = txn.open_table(HISTORY_CHUNKS).unwrap();
             for (player, first_version, ids) in chunks {
-                let bytes = encode_chunk(ids.iter().copied());
+                let bytes = encode_history_chunk(ids.iter().copied());
                 table
                     .insert((player, first_version), bytes.as_slice())
                     .unwrap();
@@ -690,29 +706,33 @@ mod tests {
 
     #[test]
     fn a_history_chunk_of_a_wrong_length_is_corrupt() {
-        assert!(chunk_entries(1, &[]).is_err());
-        assert!(chunk_entries(1, &[0; 12]).is_err());
-        let entries: Vec<(u64, u64)> = chunk_entries(7, &encode_chunk([40, 41].into_iter()))
-            .unwrap()
-            .collect();
+        assert!(history_chunk_entries(1, &[]).is_err());
+        assert!(history_chunk_entries(1, &[0; 12]).is_err());
+        let entries: Vec<(u64, u64)> =
+            history_chunk_entries(7, &encode_history_chunk([40, 41].into_iter()))
+                .unwrap()
+                .collect();
         assert_eq!(entries, [(7, 40), (8, 41)]);
     }
 
     #[test]
-    fn a_merge_folds_history_chunk_runs_and_skips_kinds_without_runs() {
+    fn a_merge_folds_history_chunk_runs_keeps_the_longer_of_two_chunks_and_skips_kinds_without_runs()
+     {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Database::create(dir.path().join("runs.redb")).unwrap();
+        // ann's first chunk part-written (a crash) and then written whole by recovery into a
+        // later run; cat's the other way round; ben's once.
+        let runs: [(&str, u64, &[u64]); 5] = [
+            ("ann", 1, &[10, 11]),
+            ("ann", 1, &[10, 11, 12, 13]),
+            ("ben", 1, &[14, 15]),
+            ("cat", 1, &[20, 21, 22]),
+            ("cat", 1, &[20]),
+        ];
         let txn = ledger.begin_write().unwrap();
-        for (run, (player, first_version, ids)) in [
-            ("ann", 1, [10, 11]),
-            ("ann", 3, [12, 13]),
-            ("ben", 1, [14, 15]),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (run, (player, first_version, ids)) in runs.into_iter().enumerate() {
             let name = HistoryChunkRows::run_name(run as u64 + 1);
-            let bytes = encode_chunk(ids.into_iter());
+            let bytes = encode_history_chunk(ids.iter().copied());
             txn.open_table(HistoryChunkRows::run(&name))
                 .unwrap()
                 .insert((player, first_version), bytes.as_slice())
@@ -720,9 +740,10 @@ mod tests {
         }
         txn.commit().unwrap();
         let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
-        assert_eq!(merge.runs(), 3);
-        // Three rows at two per commit take two commits, the drop one; the kinds without runs
-        // (row-per-version history, idempotency) take none.
+        assert_eq!(merge.runs(), 5);
+        // Five rows at two per commit, a key's copies in one (ann's two, then ben's and cat's
+        // two), take two commits, the drop one; the kinds without runs (row-per-version
+        // history, idempotency) take none.
         let mut commits = 1;
         while !merge.step(&ledger, true, 2).unwrap() {
             commits += 1;
@@ -732,9 +753,33 @@ mod tests {
         let txn = ledger.begin_read().unwrap();
         assert!(HistoryChunkRows::runs_among(txn.list_tables().unwrap()).is_empty());
         let table = txn.open_table(HISTORY_CHUNKS).unwrap();
-        let mut found = Vec::new();
-        chunk_history(&table, "ann", (1, 9), false, 10, &mut found).unwrap();
-        assert_eq!(found, [(1, 10), (2, 11), (3, 12), (4, 13)]);
+        let history = |player: &str| {
+            let mut found = Vec::new();
+            chunk_history(&table, player, (1, 9), false, 10, &mut found).unwrap();
+            found
+        };
+        assert_eq!(history("ann"), [(1, 10), (2, 11), (3, 12), (4, 13)]);
+        assert_eq!(history("ben"), [(1, 14), (2, 15)]);
+        assert_eq!(history("cat"), [(1, 20), (2, 21), (3, 22)]);
+        drop((table, txn));
+
+        // Whichever order the merge meets them in.
+        let txn = ledger.begin_write().unwrap();
+        {
+            let mut main = txn.open_table(HISTORY_CHUNKS).unwrap();
+            let (short, long) = (
+                encode_history_chunk([30].into_iter()),
+                encode_history_chunk([30, 31].into_iter()),
+            );
+            for (player, first, second) in [("dan", &long, &short), ("eve", &short, &long)] {
+                let key = (player.to_owned(), 1);
+                HistoryChunkRows::insert(&mut main, &key, first).unwrap();
+                HistoryChunkRows::insert(&mut main, &key, second).unwrap();
+                let held = main.get((player, 1)).unwrap().unwrap().value().to_vec();
+                assert_eq!(held, long, "{player}");
+            }
+        }
+        txn.commit().unwrap();
     }
 
     #[test]
