@@ -219,7 +219,7 @@ pub(crate) fn history_chunk_entries(
     first_version: u64,
     bytes: &[u8],
 ) -> Result<impl DoubleEndedIterator<Item = (u64, u64)> + '_, StoreError> {
-    if bytes.is_empty() || bytes.len() % CHUNK_ID_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CHUNK_ID_BYTES) {
         return Err(StoreError::Corrupt {
             what: format!("history chunk from version {first_version}"),
             detail: format!(
