@@ -512,6 +512,19 @@ mod tests {
     use super::*;
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
+    /// Merges every run of `ledger` (there must be `runs`), `rows_max` rows per commit; returns
+    /// the merge's commits.
+    fn commits_of_a_whole_merge(ledger: &Database, runs: usize, rows_max: usize) -> usize {
+        let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
+        assert_eq!(merge.runs(), runs);
+        let mut commits = 1;
+        while !merge.step(ledger, true, rows_max).unwrap() {
+            commits += 1;
+            assert!(commits <= 100, "the merge ends");
+        }
+        commits
+    }
+
     #[test]
     fn run_names_sort_as_their_numbers() {
         assert!(HistoryRows::run_name(9) < HistoryRows::run_name(10));
@@ -550,16 +563,9 @@ mod tests {
             .unwrap();
         txn.commit().unwrap();
 
-        let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
-        assert_eq!(merge.runs(), 3);
         // Two rows per commit, a key's copies in one: the history's seven rows (ben's first
         // version is in two runs) take three commits, the idempotency row one, the drop one.
-        let mut commits = 1;
-        while !merge.step(&ledger, true, 2).unwrap() {
-            commits += 1;
-            assert!(commits <= 5, "the merge ends");
-        }
-        assert_eq!(commits, 5);
+        assert_eq!(commits_of_a_whole_merge(&ledger, 3, 2), 5);
         let txn = ledger.begin_read().unwrap();
         let rows: Vec<(String, u64, u64)> = txn
             .open_table(HISTORY)
@@ -645,8 +651,7 @@ mod tests {
         drop(txn);
         assert_eq!(all_rows(&ledger), before, "each row once, wherever it is");
 
-        let mut next = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
-        while !next.step(&ledger, true, 3).unwrap() {}
+        commits_of_a_whole_merge(&ledger, 2, 3);
         let txn = ledger.begin_read().unwrap();
         assert_eq!(txn.open_table(HISTORY).unwrap().len().unwrap(), 10);
         assert!(HistoryRows::runs_among(txn.list_tables().unwrap()).is_empty());
@@ -739,17 +744,10 @@ mod tests {
                 .unwrap();
         }
         txn.commit().unwrap();
-        let mut merge = Merge::of(ledger.begin_read().unwrap().list_tables().unwrap());
-        assert_eq!(merge.runs(), 5);
         // Five rows at two per commit, a key's copies in one (ann's two, then ben's and cat's
         // two), take two commits, the drop one; the kinds without runs (row-per-version
         // history, idempotency) take none.
-        let mut commits = 1;
-        while !merge.step(&ledger, true, 2).unwrap() {
-            commits += 1;
-            assert!(commits <= 3, "the merge ends");
-        }
-        assert_eq!(commits, 3);
+        assert_eq!(commits_of_a_whole_merge(&ledger, 5, 2), 3);
         let txn = ledger.begin_read().unwrap();
         assert!(HistoryChunkRows::runs_among(txn.list_tables().unwrap()).is_empty());
         let table = txn.open_table(HISTORY_CHUNKS).unwrap();
