@@ -249,7 +249,8 @@ pub(crate) fn chunk_history(
 ) -> Result<(), StoreError> {
     let mut taken = 0;
     if newest {
-        // Chunks never overlap: once one starts at or below `from`, every earlier one ends below it.
+        // A player's chunks never overlap: once one starts at or below `from`, every earlier
+        // one ends below it.
         for chunk in table.range((player, 0)..=(player, to))?.rev() {
             let (key, ids) = chunk?;
             let first_version = key.value().1;
