@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
+    TableDefinition, UntypedTableHandle,
 };
 
 use coffer_core::{
@@ -463,8 +463,17 @@ fn lower_own_priority() {
 
 /// The main table of `R` and every run of it in `txn`'s snapshot, newest run last.
 fn main_and_runs<R: RunRows>(txn: &ReadTransaction) -> Result<Vec<ReadTable<R>>, StoreError> {
+    let listed: Vec<UntypedTableHandle> = txn.list_tables()?.collect();
+    main_and_runs_among::<R>(txn, &listed)
+}
+
+/// Like [`main_and_runs`], with the snapshot's tables listed once by the caller.
+fn main_and_runs_among<R: RunRows>(
+    txn: &ReadTransaction,
+    listed: &[UntypedTableHandle],
+) -> Result<Vec<ReadTable<R>>, StoreError> {
     let mut tables = vec![txn.open_table(R::MAIN)?];
-    for name in R::runs_among(txn.list_tables()?) {
+    for name in R::runs_among(listed.iter().cloned()) {
         tables.push(txn.open_table(R::run(&name))?);
     }
     Ok(tables)
@@ -1363,7 +1372,9 @@ impl Shared {
         let name = player.as_str();
         // From the main table and every run: `limit` from each covers the `limit` of all.
         let mut stored: Vec<(u64, u64)> = Vec::with_capacity(limit.min(1024));
-        for history in main_and_runs::<HistoryRows>(&txn)? {
+        // Both kinds of history (rows and chunks) from one listing of the snapshot's tables.
+        let listed: Vec<UntypedTableHandle> = txn.list_tables()?.collect();
+        for history in main_and_runs_among::<HistoryRows>(&txn, &listed)? {
             let range = history.range((name, from)..=(name, to_inclusive))?;
             let entries: Box<dyn Iterator<Item = _>> = if newest {
                 Box::new(range.rev())
@@ -1375,7 +1386,7 @@ impl Shared {
                 stored.push((key.value().1, id.value()));
             }
         }
-        for chunks in main_and_runs::<HistoryChunkRows>(&txn)? {
+        for chunks in main_and_runs_among::<HistoryChunkRows>(&txn, &listed)? {
             chunk_history(
                 &chunks,
                 name,
