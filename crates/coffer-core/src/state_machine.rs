@@ -420,9 +420,15 @@ impl Working<'_> {
             fingerprint,
             result,
         };
-        let key = command.effective_key().into_owned();
-        self.idempotency.insert(key.clone(), Some(outcome.clone()));
-        self.changes.idempotency.push((key, outcome));
+        let key = command.effective_key();
+        // `apply` looked this key up first, so its slot exists: filling it needs no copy of
+        // the key (inserting one would allocate a copy only to drop it).
+        let slot = self
+            .idempotency
+            .get_mut(key.as_ref())
+            .expect("the idempotency key of an applied command was loaded");
+        *slot = Some(outcome.clone());
+        self.changes.idempotency.push((key.into_owned(), outcome));
     }
 
     fn open_and_run(
