@@ -195,34 +195,32 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The players this operation touches directly (a reversal's players come from its target).
-    pub fn players(&self) -> Vec<&str> {
-        match self {
+    /// The players this operation touches directly (a reversal's players come from its target),
+    /// in the order the operation names them. An iterator, not a `Vec`: the writer asks for
+    /// them several times per command.
+    pub fn players(&self) -> impl Iterator<Item = &str> + '_ {
+        let (single, steps) = match self {
             Operation::Purchase { player_id, .. }
             | Operation::Upgrade { player_id, .. }
             | Operation::Consume { player_id, .. }
             | Operation::ClaimReward { player_id, .. }
             | Operation::Grant { player_id, .. }
             | Operation::Revoke { player_id, .. }
-            | Operation::RedeemReceipt { player_id, .. } => vec![player_id.as_str()],
-            Operation::Reverse { .. } | Operation::RefundStoreTransaction { .. } => Vec::new(),
-            Operation::Execute { steps } => steps
-                .iter()
-                .flat_map(|step| match step {
-                    ExecuteStep::Grant { player_id, .. }
-                    | ExecuteStep::Revoke { player_id, .. } => {
-                        vec![player_id.as_str()]
-                    }
-                    ExecuteStep::Transfer {
-                        from_player_id,
-                        to_player_id,
-                        ..
-                    } => {
-                        vec![from_player_id.as_str(), to_player_id.as_str()]
-                    }
-                })
-                .collect(),
-        }
+            | Operation::RedeemReceipt { player_id, .. } => (Some(player_id.as_str()), None),
+            Operation::Reverse { .. } | Operation::RefundStoreTransaction { .. } => (None, None),
+            Operation::Execute { steps } => (None, Some(steps)),
+        };
+        let step_players = steps.into_iter().flatten().flat_map(|step| match step {
+            ExecuteStep::Grant { player_id, .. } | ExecuteStep::Revoke { player_id, .. } => {
+                [Some(player_id.as_str()), None]
+            }
+            ExecuteStep::Transfer {
+                from_player_id,
+                to_player_id,
+                ..
+            } => [Some(from_player_id.as_str()), Some(to_player_id.as_str())],
+        });
+        single.into_iter().chain(step_players.flatten())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Identifiers: accounts (players and named system accounts) and catalog ids.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::limits::ID_LEN_MAX;
@@ -120,8 +121,11 @@ impl SystemAccount {
 }
 
 /// An account in the ledger: `system:<name>` or a player id.
+///
+/// A system account's name is borrowed from a constant: every purchase names `system:shop`
+/// several times (its postings, the accounts it changed), and none of them allocates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AccountId(String);
+pub struct AccountId(Cow<'static, str>);
 
 impl AccountId {
     /// The account of a player. The caller has checked the id with [`check_id`].
@@ -130,17 +134,20 @@ impl AccountId {
             check_id(player_id).is_ok(),
             "unchecked player id {player_id:?}"
         );
-        AccountId(player_id.to_owned())
+        AccountId(Cow::Owned(player_id.to_owned()))
     }
 
     /// The account of a system ledger.
     pub fn system(account: SystemAccount) -> Self {
-        AccountId(account.name().to_owned())
+        AccountId(Cow::Borrowed(account.name()))
     }
 
     /// Parses a stored account name back into an id.
     pub fn from_stored(name: &str) -> Self {
-        AccountId(name.to_owned())
+        match SystemAccount::ALL.into_iter().find(|a| a.name() == name) {
+            Some(account) => AccountId::system(account),
+            None => AccountId(Cow::Owned(name.to_owned())),
+        }
     }
 
     /// True for `system:*` accounts, which may go negative and have no version history.

@@ -310,8 +310,13 @@ impl Working<'_> {
                 state.version = versions.get(&account).copied().unwrap_or(state.version) + 1;
                 account_versions.insert(account.clone(), state.version);
             }
-            self.changed.insert(account.clone());
-            self.accounts.insert(account, Some(Arc::new(state)));
+            // Every account a draft touches was loaded (`needed` asked for it), so its slot
+            // exists; `changed` keeps the draft's copy of the id rather than another.
+            *self
+                .accounts
+                .get_mut(&account)
+                .expect("a touched account was loaded") = Some(Arc::new(state));
+            self.changed.insert(account);
         }
         let mut metadata = BTreeMap::from([
             ("caller".to_owned(), command.caller.clone()),
@@ -502,10 +507,11 @@ impl Working<'_> {
                 }
                 draft.transfer_amounts(&player, &shop, &offer.price)?;
                 draft.transfer_contents(&shop, &player, &offer.grants)?;
-                draft
-                    .account(&player)
-                    .offer_purchases
-                    .insert(offer_id.clone(), bought + 1);
+                set_keyed(
+                    &mut draft.account(&player).offer_purchases,
+                    offer_id,
+                    bought + 1,
+                );
                 Ok(TransactionKind::Purchase {
                     offer_id: offer_id.clone(),
                 })
@@ -907,6 +913,17 @@ fn multiply(contents: &Contents, quantity: u32) -> Result<Contents, Rejection> {
     Ok(result)
 }
 
+/// Sets `map[key]`, copying the key only when it is new: `BTreeMap::insert` wants an owned key
+/// even to replace a value, and a purchase replaces three (two balances and a count).
+fn set_keyed<V>(map: &mut BTreeMap<String, V>, key: &str, value: V) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(key.to_owned(), value);
+        }
+    }
+}
+
 fn quantity_i64(quantity: u64) -> i64 {
     // Quantities are bounded by ITEM_QUANTITY_MAX at the edge; saturate rather than wrap if not.
     i64::try_from(quantity).unwrap_or(i64::MAX)
@@ -1036,7 +1053,7 @@ impl<'w> Draft<'w> {
         if next == 0 {
             state.balances.remove(currency);
         } else {
-            state.balances.insert(currency.to_owned(), next);
+            set_keyed(&mut state.balances, currency, next);
         }
         self.postings.push(Posting {
             account: account.clone(),
@@ -1127,8 +1144,9 @@ impl<'w> Draft<'w> {
         if quantity == 0 {
             state.items.remove(item_id);
         } else {
-            state.items.insert(
-                item_id.to_owned(),
+            set_keyed(
+                &mut state.items,
+                item_id,
                 crate::account::ItemHolding { quantity, level },
             );
         }

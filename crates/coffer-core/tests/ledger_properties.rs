@@ -245,7 +245,7 @@ fn command() -> impl Strategy<Value = Command> {
     // Few keys, so retries and key reuse with other requests happen often.
     (operation(), 0u8..40).prop_map(|(operation, key)| {
         let key = format!("k{key}");
-        let idempotency_key = match operation.players().first() {
+        let idempotency_key = match operation.players().next() {
             Some(player) => IdempotencyKey::player(player, &key),
             None => IdempotencyKey::admin(&key),
         };

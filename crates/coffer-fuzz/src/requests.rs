@@ -422,7 +422,10 @@ fn check_player(checked: &PlayerRequest, player_id: &str, key: &str) {
         checked.idempotency_key,
         IdempotencyKey::player(player_id, key)
     );
-    assert_eq!(checked.operation.players(), vec![player_id]);
+    assert_eq!(
+        checked.operation.players().collect::<Vec<_>>(),
+        vec![player_id]
+    );
 }
 
 fn check_admin(checked: &AdminRequest, key: &str, reason: &str) {
