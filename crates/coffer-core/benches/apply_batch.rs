@@ -36,12 +36,12 @@ fn purchases(len: usize) -> Vec<Command> {
             Command {
                 idempotency_key: IdempotencyKey::player(&player_id, "buy-gem-1"),
                 operation: Operation::Purchase {
-                    player_id,
-                    offer_id: "gem".to_owned(),
-                    expected_price: [("coins".to_owned(), 3)].into(),
+                    player_id: player_id.into(),
+                    offer_id: "gem".into(),
+                    expected_price: [("coins".into(), 3)].into(),
                 },
-                caller: "bench".to_owned(),
-                reason: String::new(),
+                caller: "bench".into(),
+                reason: Default::default(),
             }
         })
         .collect()
@@ -61,7 +61,7 @@ fn preloaded(commands: &[Command]) -> LoadedState {
         }
         for id in missing.accounts {
             let state = (!id.is_system()).then(|| AccountState {
-                balances: [("coins".to_owned(), 1_000_000)].into(),
+                balances: [("coins".into(), 1_000_000)].into(),
                 version: 1,
                 ..AccountState::default()
             });

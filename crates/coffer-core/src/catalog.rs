@@ -286,6 +286,7 @@ impl Catalog {
         };
 
         for (id, c) in raw.currencies {
+            let id = CurrencyId::from(id);
             let path = format!("currencies.{id}");
             check_catalog_id(&path, &id)?;
             if c.decimals > CURRENCY_DECIMALS_MAX {
@@ -307,7 +308,7 @@ impl Catalog {
             catalog.currencies.insert(
                 id.clone(),
                 Currency {
-                    name: c.name.unwrap_or_else(|| id.clone()),
+                    name: c.name.unwrap_or_else(|| id.to_string()),
                     id,
                     decimals: c.decimals,
                     max_balance_minor_units: c.max_balance_minor_units,
@@ -317,6 +318,7 @@ impl Catalog {
         }
 
         for (id, i) in raw.items {
+            let id = ItemId::from(id);
             let path = format!("items.{id}");
             check_catalog_id(&path, &id)?;
             let kind = match i.kind {
@@ -375,7 +377,7 @@ impl Catalog {
             catalog.items.insert(
                 id.clone(),
                 Item {
-                    name: i.name.unwrap_or_else(|| id.clone()),
+                    name: i.name.unwrap_or_else(|| id.to_string()),
                     id,
                     kind,
                 },
@@ -403,6 +405,7 @@ impl Catalog {
         }
 
         for (id, o) in raw.offers {
+            let id = OfferId::from(id);
             let path = format!("offers.{id}");
             check_catalog_id(&path, &id)?;
             let price = catalog.check_amounts(&format!("{path}.price"), o.price, false)?;
@@ -439,7 +442,7 @@ impl Catalog {
             catalog.offers.insert(
                 id.clone(),
                 Offer {
-                    name: o.name.unwrap_or_else(|| id.clone()),
+                    name: o.name.unwrap_or_else(|| id.to_string()),
                     id,
                     price,
                     bundle: o.bundle,
@@ -452,6 +455,7 @@ impl Catalog {
         }
 
         for (id, r) in raw.rewards {
+            let id = RewardId::from(id);
             let path = format!("rewards.{id}");
             check_catalog_id(&path, &id)?;
             let grants =
@@ -475,7 +479,7 @@ impl Catalog {
             catalog.rewards.insert(
                 id.clone(),
                 Reward {
-                    name: r.name.unwrap_or_else(|| id.clone()),
+                    name: r.name.unwrap_or_else(|| id.to_string()),
                     id,
                     grants,
                     rate_limit_count: limit.count,
@@ -585,12 +589,12 @@ impl Catalog {
             ));
         }
         for (currency, amount) in &raw {
-            if !self.currencies.contains_key(currency) {
+            if !self.currencies.contains_key(currency.as_str()) {
                 return Err(invalid(path, format!("unknown currency {currency:?}")));
             }
             check_amount(&format!("{path}.{currency}"), *amount)?;
         }
-        Ok(raw)
+        Ok(raw.into_iter().map(|(c, a)| (c.into(), a)).collect())
     }
 
     fn check_contents(
@@ -611,7 +615,7 @@ impl Catalog {
             ));
         }
         for (item_id, quantity) in items {
-            let item = self.items.get(&item_id).ok_or_else(|| {
+            let item = self.items.get(item_id.as_str()).ok_or_else(|| {
                 invalid(format!("{path}.items"), format!("unknown item {item_id:?}"))
             })?;
             if quantity == 0 || quantity > item.quantity_max() {
@@ -620,7 +624,7 @@ impl Catalog {
                     format!("quantity must be between 1 and {}", item.quantity_max()),
                 ));
             }
-            contents.items.insert(item_id, quantity);
+            contents.items.insert(item_id.into(), quantity);
         }
         if let Some(bundle_id) = bundle {
             let bundle = self.bundles.get(bundle_id).ok_or_else(|| {

@@ -7,23 +7,23 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Amounts, Contents};
-use crate::ids::{ItemId, OfferId, RewardId, StorePlatform};
+use crate::ids::{ItemId, Name, OfferId, PlayerId, RewardId, StorePlatform};
 use crate::rejection::Rejection;
 
 /// An idempotency key, scoped to whoever chose it (`player:<id>` or `admin`), so two players can
 /// never collide on the same key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdempotencyKey {
-    pub scope: String,
-    pub key: String,
+    pub scope: Name,
+    pub key: Name,
 }
 
 impl IdempotencyKey {
     /// The scope for keys chosen by (or on behalf of) one player.
     pub fn player(player_id: &str, key: &str) -> Self {
         IdempotencyKey {
-            scope: format!("player:{player_id}"),
-            key: key.to_owned(),
+            scope: compact_str::format_compact!("player:{player_id}"),
+            key: Name::new(key),
         }
     }
 
@@ -31,24 +31,24 @@ impl IdempotencyKey {
     /// players, so a receipt is redeemed at most once whoever sends it.
     pub fn store(platform: StorePlatform, store_transaction_id: &str) -> Self {
         IdempotencyKey {
-            scope: format!("store:{}", platform.name()),
-            key: store_transaction_id.to_owned(),
+            scope: compact_str::format_compact!("store:{}", platform.name()),
+            key: Name::new(store_transaction_id),
         }
     }
 
     /// The key of the refund of a store purchase: a purchase is refunded at most once.
     pub fn store_refund(platform: StorePlatform, store_transaction_id: &str) -> Self {
         IdempotencyKey {
-            scope: format!("store-refund:{}", platform.name()),
-            key: store_transaction_id.to_owned(),
+            scope: compact_str::format_compact!("store-refund:{}", platform.name()),
+            key: Name::new(store_transaction_id),
         }
     }
 
     /// The scope for keys chosen by administrative callers.
     pub fn admin(key: &str) -> Self {
         IdempotencyKey {
-            scope: "admin".to_owned(),
-            key: key.to_owned(),
+            scope: Name::const_new("admin"),
+            key: Name::new(key),
         }
     }
 }
@@ -57,16 +57,16 @@ impl IdempotencyKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecuteStep {
     Grant {
-        player_id: String,
+        player_id: PlayerId,
         contents: Contents,
     },
     Revoke {
-        player_id: String,
+        player_id: PlayerId,
         contents: Contents,
     },
     Transfer {
-        from_player_id: String,
-        to_player_id: String,
+        from_player_id: PlayerId,
+        to_player_id: PlayerId,
         contents: Contents,
     },
 }
@@ -142,36 +142,36 @@ pub struct StorePurchase {
 pub enum Operation {
     /// Buy an offer at the price the client saw.
     Purchase {
-        player_id: String,
+        player_id: PlayerId,
         offer_id: OfferId,
         expected_price: Amounts,
     },
     /// Raise an upgradable item to `target_level` (level 1 buys it) at the price the client saw.
     Upgrade {
-        player_id: String,
+        player_id: PlayerId,
         item_id: ItemId,
         target_level: u32,
         expected_price: Amounts,
     },
     /// Use up items.
     Consume {
-        player_id: String,
+        player_id: PlayerId,
         item_id: ItemId,
         quantity: u64,
     },
     /// Claim a rate-limited reward.
     ClaimReward {
-        player_id: String,
+        player_id: PlayerId,
         reward_id: RewardId,
     },
     /// Give a player currencies and items from `system:grants`.
     Grant {
-        player_id: String,
+        player_id: PlayerId,
         contents: Contents,
     },
     /// Take currencies and items from a player back to `system:grants`.
     Revoke {
-        player_id: String,
+        player_id: PlayerId,
         contents: Contents,
     },
     /// Undo a transaction with a new one that references it.
@@ -181,7 +181,7 @@ pub enum Operation {
     /// Credit a verified store purchase to a player, once per store transaction across all
     /// players (the command's idempotency key is replaced by [`IdempotencyKey::store`]).
     RedeemReceipt {
-        player_id: String,
+        player_id: PlayerId,
         purchase: StorePurchase,
     },
     /// Undo the redemption of a store transaction after a verified refund notice, once (the
@@ -230,9 +230,9 @@ pub struct Command {
     pub idempotency_key: IdempotencyKey,
     pub operation: Operation,
     /// Who asked (recorded in the transaction's metadata, not part of the request's identity).
-    pub caller: String,
+    pub caller: Name,
     /// Free text kept in the transaction's metadata (admin operations), part of the request.
-    pub reason: String,
+    pub reason: Name,
 }
 
 impl Command {

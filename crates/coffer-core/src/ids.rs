@@ -1,19 +1,26 @@
 //! Identifiers: accounts (players and named system accounts) and catalog ids.
 
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::fmt;
 
 use crate::limits::ID_LEN_MAX;
 
+/// An identifier or short label. Up to 24 bytes it is kept inline, so copying one allocates
+/// nothing, and catalog ids and most player ids are that short: a purchase copies its player,
+/// offer and currency ids into the account state, postings and history it writes, and
+/// allocations freed on another thread than made them cost more than the copy.
+pub use compact_str::CompactString as Name;
+
 /// Currency id as written in the catalog, e.g. `coins`.
-pub type CurrencyId = String;
+pub type CurrencyId = Name;
 /// Item id as written in the catalog, e.g. `speed_boots`.
-pub type ItemId = String;
+pub type ItemId = Name;
 /// Offer id as written in the catalog.
-pub type OfferId = String;
+pub type OfferId = Name;
 /// Reward id as written in the catalog.
-pub type RewardId = String;
+pub type RewardId = Name;
+/// A player id.
+pub type PlayerId = Name;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,10 +129,10 @@ impl SystemAccount {
 
 /// An account in the ledger: `system:<name>` or a player id.
 ///
-/// A system account's name is borrowed from a constant: every purchase names `system:shop`
-/// several times (its postings, the accounts it changed), and none of them allocates.
+/// Copying one allocates nothing: a system account's name points to a constant, and a player's
+/// is inline (see [`Name`]). Every purchase copies its accounts into postings and versions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AccountId(Cow<'static, str>);
+pub struct AccountId(Name);
 
 impl AccountId {
     /// The account of a player. The caller has checked the id with [`check_id`].
@@ -134,19 +141,19 @@ impl AccountId {
             check_id(player_id).is_ok(),
             "unchecked player id {player_id:?}"
         );
-        AccountId(Cow::Owned(player_id.to_owned()))
+        AccountId(Name::new(player_id))
     }
 
     /// The account of a system ledger.
     pub fn system(account: SystemAccount) -> Self {
-        AccountId(Cow::Borrowed(account.name()))
+        AccountId(Name::const_new(account.name()))
     }
 
     /// Parses a stored account name back into an id.
     pub fn from_stored(name: &str) -> Self {
         match SystemAccount::ALL.into_iter().find(|a| a.name() == name) {
             Some(account) => AccountId::system(account),
-            None => AccountId(Cow::Owned(name.to_owned())),
+            None => AccountId(Name::new(name)),
         }
     }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::command::RefundPolicy;
-use crate::ids::{AccountId, CurrencyId, ItemId, OfferId, RewardId, StorePlatform};
+use crate::ids::{AccountId, CurrencyId, ItemId, Name, OfferId, RewardId, StorePlatform};
 
 /// One signed currency amount on one account. A transaction's postings sum to zero per currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub struct Transaction {
     /// The version each player account touched has after this transaction.
     pub account_versions: BTreeMap<AccountId, u64>,
     /// Caller, idempotency key, reason and other context.
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: BTreeMap<Name, Name>,
 }
 
 impl Transaction {

@@ -27,8 +27,8 @@ pub use command::{
     StoredOutcome,
 };
 pub use ids::{
-    AccountId, CurrencyId, IdError, ItemId, OfferId, RewardId, StorePlatform, SystemAccount,
-    check_id,
+    AccountId, CurrencyId, IdError, ItemId, Name, OfferId, PlayerId, RewardId, StorePlatform,
+    SystemAccount, check_id,
 };
 pub use ledger::{ItemMovement, Posting, Transaction, TransactionKind};
 pub use rejection::{Rejection, RejectionCode};

@@ -8,12 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use compact_str::ToCompactString;
+
 use crate::account::AccountState;
 use crate::catalog::{Amounts, Catalog, Contents, ItemKind};
 use crate::command::{
     Command, ExecuteStep, IdempotencyKey, Operation, RefundPolicy, StoredOutcome,
 };
-use crate::ids::{AccountId, SystemAccount};
+use crate::ids::{AccountId, Name, SystemAccount};
 use crate::ledger::{ItemMovement, Posting, Transaction, TransactionKind};
 use crate::limits::{
     AMOUNT_MINOR_UNITS_MAX, BATCH_LEN_MAX, ITEM_QUANTITY_MAX, PREFETCH_ROUNDS_MAX,
@@ -300,7 +302,7 @@ impl Working<'_> {
                 postings,
                 item_movements: Vec::new(),
                 account_versions: BTreeMap::from([(player.clone(), 1)]),
-                metadata: BTreeMap::from([("caller".to_owned(), "coffer".to_owned())]),
+                metadata: BTreeMap::from([(Name::const_new("caller"), Name::const_new("coffer"))]),
             }));
         }
         let id = self.next_id();
@@ -319,14 +321,14 @@ impl Working<'_> {
             self.changed.insert(account);
         }
         let mut metadata = BTreeMap::from([
-            ("caller".to_owned(), command.caller.clone()),
+            (Name::const_new("caller"), command.caller.clone()),
             (
-                "idempotency_key".to_owned(),
+                Name::const_new("idempotency_key"),
                 command.idempotency_key.key.clone(),
             ),
         ]);
         if !command.reason.is_empty() {
-            metadata.insert("reason".to_owned(), command.reason.clone());
+            metadata.insert(Name::const_new("reason"), command.reason.clone());
         }
         metadata.extend(operation_metadata);
         let transaction = Arc::new(Transaction {
@@ -702,23 +704,38 @@ impl Working<'_> {
                 let store = AccountId::system(SystemAccount::Store(platform));
                 draft.transfer_contents(&store, &AccountId::player(player_id), &grants)?;
                 let metadata = &mut draft.metadata;
-                metadata.insert("platform".to_owned(), platform.name().to_owned());
                 metadata.insert(
-                    "store_transaction_id".to_owned(),
-                    purchase.store_transaction_id.clone(),
+                    Name::const_new("platform"),
+                    Name::const_new(platform.name()),
                 );
-                metadata.insert("product_id".to_owned(), purchase.product_id.clone());
-                metadata.insert("quantity".to_owned(), purchase.quantity.to_string());
-                metadata.insert("environment".to_owned(), purchase.environment.clone());
                 metadata.insert(
-                    "purchased_at_unix_ms".to_owned(),
-                    purchase.purchased_at_unix_ms.to_string(),
+                    Name::const_new("store_transaction_id"),
+                    Name::new(&purchase.store_transaction_id),
+                );
+                metadata.insert(
+                    Name::const_new("product_id"),
+                    Name::new(&purchase.product_id),
+                );
+                metadata.insert(
+                    Name::const_new("quantity"),
+                    purchase.quantity.to_compact_string(),
+                );
+                metadata.insert(
+                    Name::const_new("environment"),
+                    Name::new(&purchase.environment),
+                );
+                metadata.insert(
+                    Name::const_new("purchased_at_unix_ms"),
+                    purchase.purchased_at_unix_ms.to_compact_string(),
                 );
                 if let Some(price) = purchase.price_minor_units {
-                    metadata.insert("price_minor_units".to_owned(), price.to_string());
+                    metadata.insert(
+                        Name::const_new("price_minor_units"),
+                        price.to_compact_string(),
+                    );
                 }
                 if let Some(currency) = &purchase.currency_code {
-                    metadata.insert("price_currency".to_owned(), currency.clone());
+                    metadata.insert(Name::const_new("price_currency"), Name::new(currency));
                 }
                 Ok(TransactionKind::StoreRedemption {
                     platform,
@@ -794,13 +811,19 @@ impl Working<'_> {
                 }
                 draft.negative_allowed = *policy == RefundPolicy::ClawBack;
                 let metadata = &mut draft.metadata;
-                metadata.insert("platform".to_owned(), platform.name().to_owned());
                 metadata.insert(
-                    "store_transaction_id".to_owned(),
-                    store_transaction_id.clone(),
+                    Name::const_new("platform"),
+                    Name::const_new(platform.name()),
                 );
-                metadata.insert("refund_kind".to_owned(), kind.name().to_owned());
-                metadata.insert("refund_policy".to_owned(), policy.name().to_owned());
+                metadata.insert(
+                    Name::const_new("store_transaction_id"),
+                    Name::new(store_transaction_id.as_str()),
+                );
+                metadata.insert(Name::const_new("refund_kind"), Name::const_new(kind.name()));
+                metadata.insert(
+                    Name::const_new("refund_policy"),
+                    Name::const_new(policy.name()),
+                );
                 Ok(TransactionKind::StoreRefund {
                     platform: *platform,
                     store_transaction_id: store_transaction_id.clone(),
@@ -915,11 +938,11 @@ fn multiply(contents: &Contents, quantity: u32) -> Result<Contents, Rejection> {
 
 /// Sets `map[key]`, copying the key only when it is new: `BTreeMap::insert` wants an owned key
 /// even to replace a value, and a purchase replaces three (two balances and a count).
-fn set_keyed<V>(map: &mut BTreeMap<String, V>, key: &str, value: V) {
+fn set_keyed<V>(map: &mut BTreeMap<Name, V>, key: &str, value: V) {
     match map.get_mut(key) {
         Some(slot) => *slot = value,
         None => {
-            map.insert(key.to_owned(), value);
+            map.insert(Name::new(key), value);
         }
     }
 }
@@ -969,7 +992,7 @@ struct Draft<'w> {
     postings: Vec<Posting>,
     item_movements: Vec<ItemMovement>,
     /// Context the operation adds to the transaction's metadata (store ids, prices).
-    metadata: BTreeMap<String, String>,
+    metadata: BTreeMap<Name, Name>,
     /// Set only by a claw-back refund: player balances may end below zero.
     negative_allowed: bool,
 }
@@ -1057,7 +1080,7 @@ impl<'w> Draft<'w> {
         }
         self.postings.push(Posting {
             account: account.clone(),
-            currency: currency.to_owned(),
+            currency: Name::new(currency),
             amount_minor_units: amount,
         });
         Ok(())
@@ -1152,7 +1175,7 @@ impl<'w> Draft<'w> {
         }
         self.item_movements.push(ItemMovement {
             account: account.clone(),
-            item: item_id.to_owned(),
+            item: Name::new(item_id),
             quantity_delta,
             level_before: before.level,
             level_after: level,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::account::{AccountState, ItemHolding};
 use crate::catalog::Catalog;
 use crate::command::RefundPolicy;
-use crate::ids::AccountId;
+use crate::ids::{AccountId, CurrencyId, ItemId};
 use crate::ledger::{Transaction, TransactionKind};
 
 /// The most violations a report lists; the count is exact beyond it.
@@ -28,7 +28,7 @@ pub struct VerifyReport {
     /// The first [`VIOLATIONS_LISTED_MAX`] violations, each a sentence naming what is wrong.
     pub violations: Vec<String>,
     /// Sum over all stored accounts per currency (zero when the ledger is sound).
-    pub totals_minor_units: BTreeMap<String, i128>,
+    pub totals_minor_units: BTreeMap<CurrencyId, i128>,
 }
 
 impl VerifyReport {
@@ -40,11 +40,11 @@ impl VerifyReport {
 
 #[derive(Default)]
 struct Replayed {
-    balances: BTreeMap<String, i128>,
+    balances: BTreeMap<CurrencyId, i128>,
     /// Currencies a claw-back refund left below zero: the only way a player balance may be
     /// negative.
-    clawed_back: BTreeSet<String>,
-    items: BTreeMap<String, ItemHolding>,
+    clawed_back: BTreeSet<CurrencyId>,
+    items: BTreeMap<ItemId, ItemHolding>,
     version: u64,
 }
 
@@ -123,7 +123,7 @@ impl<'c> Verifier<'c> {
                 continue;
             }
             if claw_back {
-                account.clawed_back.insert(currency.to_owned());
+                account.clawed_back.insert(CurrencyId::new(currency));
             } else {
                 balance_errors.push(format!(
                     "transaction {} ({}) leaves {account_id} with {balance} {currency}; only a claw-back may",
@@ -213,12 +213,12 @@ impl<'c> Verifier<'c> {
                 "{id} balances {stored:?} differ from the ledger replay {replay:?}"
             ));
         }
-        let replay_items: BTreeMap<&String, &ItemHolding> = replayed
+        let replay_items: BTreeMap<&ItemId, &ItemHolding> = replayed
             .items
             .iter()
             .filter(|(_, h)| h.quantity > 0)
             .collect();
-        let stored_items: BTreeMap<&String, &ItemHolding> = state.items.iter().collect();
+        let stored_items: BTreeMap<&ItemId, &ItemHolding> = state.items.iter().collect();
         if stored_items != replay_items {
             errors.push(format!(
                 "{id} items {stored_items:?} differ from the ledger replay {replay_items:?}"
@@ -247,7 +247,7 @@ impl<'c> Verifier<'c> {
         for id in missing {
             self.violation(format!("{id} has ledger entries but no stored account"));
         }
-        let totals: Vec<(String, i128)> = self
+        let totals: Vec<(CurrencyId, i128)> = self
             .report
             .totals_minor_units
             .iter()

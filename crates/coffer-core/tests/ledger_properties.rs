@@ -161,7 +161,7 @@ fn player() -> impl Strategy<Value = String> {
 
 fn amounts() -> impl Strategy<Value = Amounts> {
     prop::collection::btree_map(
-        prop_oneof![6 => Just("coins".to_owned()), 3 => Just("gems".to_owned()), 1 => Just("gold".to_owned())],
+        prop_oneof![6 => Just("coins".into()), 3 => Just("gems".into()), 1 => Just("gold".into())],
         1i64..40,
         0..3,
     )
@@ -169,11 +169,7 @@ fn amounts() -> impl Strategy<Value = Amounts> {
 
 fn contents() -> impl Strategy<Value = Contents> {
     let items = prop::collection::btree_map(
-        prop::sample::select(vec![
-            "potion".to_owned(),
-            "sword".to_owned(),
-            "boots".to_owned(),
-        ]),
+        prop::sample::select(vec!["potion".into(), "sword".into(), "boots".into()]),
         1u64..3,
         0..2,
     );
@@ -187,39 +183,39 @@ fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
         4 => (player(), offer, honest()).prop_map(|(player_id, offer_id, honest)| {
             let price: Amounts = match (offer_id, honest) {
-                ("potion", true) => [("coins".to_owned(), 7)].into(),
-                ("sword", true) => [("coins".to_owned(), 60)].into(),
-                ("pack", true) => [("gems".to_owned(), 1)].into(),
-                ("gems", true) => [("coins".to_owned(), 100)].into(),
-                _ => [("coins".to_owned(), 1)].into(),
+                ("potion", true) => [("coins".into(), 7)].into(),
+                ("sword", true) => [("coins".into(), 60)].into(),
+                ("pack", true) => [("gems".into(), 1)].into(),
+                ("gems", true) => [("coins".into(), 100)].into(),
+                _ => [("coins".into(), 1)].into(),
             };
-            Operation::Purchase { player_id, offer_id: offer_id.to_owned(), expected_price: price }
+            Operation::Purchase { player_id: player_id.into(), offer_id: offer_id.into(), expected_price: price }
         }),
         3 => (player(), item.clone(), 1u32..5, honest()).prop_map(|(player_id, item_id, target_level, honest)| {
             let price: Amounts = match (target_level, honest) {
-                (1, true) => [("coins".to_owned(), 10)].into(),
-                (2, true) => [("coins".to_owned(), 20), ("gems".to_owned(), 1)].into(),
-                (3, true) => [("coins".to_owned(), 40)].into(),
-                _ => [("coins".to_owned(), 5)].into(),
+                (1, true) => [("coins".into(), 10)].into(),
+                (2, true) => [("coins".into(), 20), ("gems".into(), 1)].into(),
+                (3, true) => [("coins".into(), 40)].into(),
+                _ => [("coins".into(), 5)].into(),
             };
-            Operation::Upgrade { player_id, item_id: item_id.to_owned(), target_level, expected_price: price }
+            Operation::Upgrade { player_id: player_id.into(), item_id: item_id.into(), target_level, expected_price: price }
         }),
-        2 => (player(), item.clone(), 1u64..4).prop_map(|(player_id, item_id, quantity)| Operation::Consume { player_id, item_id: item_id.to_owned(), quantity }),
-        3 => (player(), prop::sample::select(vec!["coin", "nothing"])).prop_map(|(player_id, r)| Operation::ClaimReward { player_id, reward_id: r.to_owned() }),
-        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Grant { player_id, contents }),
-        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Revoke { player_id, contents }),
+        2 => (player(), item.clone(), 1u64..4).prop_map(|(player_id, item_id, quantity)| Operation::Consume { player_id: player_id.into(), item_id: item_id.into(), quantity }),
+        3 => (player(), prop::sample::select(vec!["coin", "nothing"])).prop_map(|(player_id, r)| Operation::ClaimReward { player_id: player_id.into(), reward_id: r.into() }),
+        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Grant { player_id: player_id.into(), contents }),
+        2 => (player(), contents()).prop_map(|(player_id, contents)| Operation::Revoke { player_id: player_id.into(), contents }),
         2 => (1u64..40).prop_map(|transaction_id| Operation::Reverse { transaction_id }),
         3 => (player(), platform(), 0u8..6, prop::sample::select(vec!["coins_40", "pack", "gems", "nope"]), 1u32..3)
             .prop_map(|(player_id, platform, transaction, product, quantity)| Operation::RedeemReceipt {
-                player_id,
+                player_id: player_id.into(),
                 purchase: StorePurchase {
                     platform,
                     store_transaction_id: format!("t{transaction}"),
                     product_id: product.to_owned(),
                     quantity,
                     price_minor_units: Some(199),
-                    currency_code: Some("USD".to_owned()),
-                    environment: "sandbox".to_owned(),
+                    currency_code: Some("USD".into()),
+                    environment: "sandbox".into(),
                     purchased_at_unix_ms: 1,
                 },
             }),
@@ -232,9 +228,9 @@ fn operation() -> impl Strategy<Value = Operation> {
             }),
         1 => prop::collection::vec(
                 prop_oneof![
-                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Grant { player_id, contents }),
-                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Revoke { player_id, contents }),
-                    (player(), player(), contents()).prop_map(|(from_player_id, to_player_id, contents)| ExecuteStep::Transfer { from_player_id, to_player_id, contents }),
+                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Grant { player_id: player_id.into(), contents }),
+                    (player(), contents()).prop_map(|(player_id, contents)| ExecuteStep::Revoke { player_id: player_id.into(), contents }),
+                    (player(), player(), contents()).prop_map(|(from_player_id, to_player_id, contents)| ExecuteStep::Transfer { from_player_id: from_player_id.into(), to_player_id: to_player_id.into(), contents }),
                 ],
                 1..4,
             ).prop_map(|steps| Operation::Execute { steps }),
@@ -252,8 +248,8 @@ fn command() -> impl Strategy<Value = Command> {
         Command {
             idempotency_key,
             operation,
-            caller: "test".to_owned(),
-            reason: String::new(),
+            caller: "test".into(),
+            reason: Default::default(),
         }
     })
 }
@@ -364,12 +360,12 @@ fn verifier_catches_a_tampered_balance() {
         operation: Operation::Grant {
             player_id: "p0".into(),
             contents: Contents {
-                currencies: [("coins".to_owned(), 5)].into(),
+                currencies: [("coins".into(), 5)].into(),
                 items: BTreeMap::new(),
             },
         },
         caller: "test".into(),
-        reason: String::new(),
+        reason: Default::default(),
     };
     memory.run(&[grant], &catalog, 1).remove(0).unwrap();
     assert!(memory.verify(&catalog).is_clean());
@@ -449,20 +445,20 @@ fn redeem(player_id: &str, platform: StorePlatform, transaction: &str, product: 
     Command {
         idempotency_key: IdempotencyKey::player(player_id, "client-key"),
         operation: Operation::RedeemReceipt {
-            player_id: player_id.to_owned(),
+            player_id: player_id.into(),
             purchase: StorePurchase {
                 platform,
                 store_transaction_id: transaction.to_owned(),
                 product_id: product.to_owned(),
                 quantity: 1,
                 price_minor_units: Some(499),
-                currency_code: Some("EUR".to_owned()),
-                environment: "sandbox".to_owned(),
+                currency_code: Some("EUR".into()),
+                environment: "sandbox".into(),
                 purchased_at_unix_ms: 7,
             },
         },
         caller: "test".into(),
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 
@@ -476,7 +472,7 @@ fn refund(platform: StorePlatform, transaction: &str, policy: RefundPolicy) -> C
             policy,
         },
         caller: "test".into(),
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 
@@ -484,14 +480,14 @@ fn spend_coins(player_id: &str, key: &str, coins: i64) -> Command {
     Command {
         idempotency_key: IdempotencyKey::player(player_id, key),
         operation: Operation::Revoke {
-            player_id: player_id.to_owned(),
+            player_id: player_id.into(),
             contents: Contents {
-                currencies: [("coins".to_owned(), coins)].into(),
+                currencies: [("coins".into(), coins)].into(),
                 items: BTreeMap::new(),
             },
         },
         caller: "test".into(),
-        reason: String::new(),
+        reason: Default::default(),
     }
 }
 
@@ -658,7 +654,7 @@ fn a_claw_back_takes_spent_currency_below_zero_once_and_the_verifier_accepts_it(
             transaction_id: clawed.id,
         },
         caller: "test".into(),
-        reason: String::new(),
+        reason: Default::default(),
     };
     assert_eq!(
         memory

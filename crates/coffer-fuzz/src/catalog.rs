@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::{Result, Unstructured};
 use coffer_core::limits::*;
-use coffer_core::{Amounts, Catalog, Contents, ItemKind, check_id};
+use coffer_core::{Amounts, Catalog, Contents, ItemKind, Name, check_id};
 use toml::{Table, Value};
 
 /// The catalog every structured input starts from.
@@ -578,11 +578,11 @@ pub fn check_accepted(catalog: &Catalog) {
     }
 }
 
-fn amounts_table(amounts: &BTreeMap<String, i64>) -> Value {
+fn amounts_table(amounts: &BTreeMap<Name, i64>) -> Value {
     Value::Table(
         amounts
             .iter()
-            .map(|(k, v)| (k.clone(), Value::Integer(*v)))
+            .map(|(k, v)| (k.to_string(), Value::Integer(*v)))
             .collect(),
     )
 }
@@ -591,7 +591,7 @@ fn amounts_table(amounts: &BTreeMap<String, i64>) -> Value {
 fn own_contents(table: &mut Table, grants: &Contents, bundle: Option<&Contents>) {
     let empty = Contents::default();
     let bundle = bundle.unwrap_or(&empty);
-    let currencies: BTreeMap<String, i64> = grants
+    let currencies: BTreeMap<Name, i64> = grants
         .currencies
         .iter()
         .map(|(k, v)| {
@@ -602,7 +602,7 @@ fn own_contents(table: &mut Table, grants: &Contents, bundle: Option<&Contents>)
         })
         .filter(|(_, v)| *v != 0)
         .collect();
-    let items: BTreeMap<String, i64> = grants
+    let items: BTreeMap<Name, i64> = grants
         .items
         .iter()
         .map(|(k, v)| {
@@ -646,7 +646,7 @@ pub fn render(catalog: &Catalog) -> Option<String> {
             "initial_balance_minor_units".into(),
             Value::Integer(c.initial_balance_minor_units),
         );
-        currencies.insert(id.clone(), Value::Table(t));
+        currencies.insert(id.to_string(), Value::Table(t));
     }
     root.insert("currencies".into(), Value::Table(currencies));
     let mut items = Table::new();
@@ -668,7 +668,7 @@ pub fn render(catalog: &Catalog) -> Option<String> {
             }
         };
         t.insert("kind".into(), Value::String(kind.into()));
-        items.insert(id.clone(), Value::Table(t));
+        items.insert(id.to_string(), Value::Table(t));
     }
     root.insert("items".into(), Value::Table(items));
     let mut bundles = Table::new();
@@ -698,7 +698,7 @@ pub fn render(catalog: &Catalog) -> Option<String> {
         if let Some(until) = o.available_until_unix_ms {
             t.insert("available_until".into(), rfc3339(until)?);
         }
-        offers.insert(id.clone(), Value::Table(t));
+        offers.insert(id.to_string(), Value::Table(t));
     }
     root.insert("offers".into(), Value::Table(offers));
     let mut rewards = Table::new();
@@ -716,7 +716,7 @@ pub fn render(catalog: &Catalog) -> Option<String> {
             Value::Integer(r.rate_limit_window_ms / 1000),
         );
         t.insert("rate_limit".into(), Value::Table(limit));
-        rewards.insert(id.clone(), Value::Table(t));
+        rewards.insert(id.to_string(), Value::Table(t));
     }
     root.insert("rewards".into(), Value::Table(rewards));
     let mut platforms = Table::new();

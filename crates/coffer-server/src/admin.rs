@@ -209,7 +209,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 policy: self.app.receipts.refund_policy,
             },
             caller: caller.label(),
-            reason: format!("{platform} store {} notification", kind.name()),
+            reason: format!("{platform} store {} notification", kind.name()).into(),
         };
         let transaction = self.app.execute(command).await?;
         Ok(Response::new(pb::ProcessStoreNotificationResponse {
@@ -252,8 +252,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
             let transaction_id = new_sandbox_transaction_id()?;
             let purchase = SandboxPurchase {
                 transaction_id: transaction_id.clone(),
-                product_id,
-                player_id,
+                product_id: product_id.into(),
+                player_id: player_id.into(),
                 quantity: r.quantity.max(1),
                 issued_at_unix_ms,
                 price_minor_units: None,

@@ -9,8 +9,8 @@ use coffer_core::limits::{
     ITEM_QUANTITY_MAX, REASON_LEN_MAX,
 };
 use coffer_core::{
-    AccountState, Amounts, Catalog, Contents, ExecuteStep, ItemKind, StorePlatform, Transaction,
-    TransactionKind, check_id,
+    AccountState, Amounts, Catalog, Contents, ExecuteStep, ItemKind, Name, StorePlatform,
+    Transaction, TransactionKind, check_id,
 };
 use coffer_proto::v1 as pb;
 
@@ -29,21 +29,21 @@ impl Checker {
     }
 
     /// An id (player, offer, item, reward, currency).
-    pub fn id(&mut self, field: &str, value: &str) -> String {
+    pub fn id(&mut self, field: &str, value: &str) -> Name {
         self.id_in(|| field.to_owned(), value)
     }
 
     /// An id whose field name is built only for an error: entries of a list are checked on
     /// every purchase, and formatting their names showed in the handlers' instruction count.
-    fn id_in(&mut self, field: impl FnOnce() -> String, value: &str) -> String {
+    fn id_in(&mut self, field: impl FnOnce() -> String, value: &str) -> Name {
         if let Err(e) = check_id(value) {
             self.bad(field(), e.to_string());
         }
-        value.to_owned()
+        Name::new(value)
     }
 
     /// An idempotency key: 1 to 128 printable ASCII characters.
-    pub fn idempotency_key(&mut self, value: &str) -> String {
+    pub fn idempotency_key(&mut self, value: &str) -> Name {
         if value.is_empty() {
             self.bad("idempotency_key", "must not be empty: choose a unique key per intended change and reuse it on retries");
         } else if value.len() > IDEMPOTENCY_KEY_LEN_MAX {
@@ -57,7 +57,7 @@ impl Checker {
                 "may contain only printable ASCII characters",
             );
         }
-        value.to_owned()
+        Name::new(value)
     }
 
     /// A store platform enum value; `UNSPECIFIED` and unknown numbers are refused.
@@ -96,11 +96,11 @@ impl Checker {
     }
 
     /// Free text for the transaction's metadata.
-    pub fn reason(&mut self, value: &str) -> String {
+    pub fn reason(&mut self, value: &str) -> Name {
         if value.len() > REASON_LEN_MAX {
             self.bad("reason", format!("must be at most {REASON_LEN_MAX} bytes"));
         }
-        value.to_owned()
+        Name::new(value)
     }
 
     /// Amounts per currency: each positive and bounded, each currency once.
@@ -253,7 +253,7 @@ fn money(amounts: &Amounts) -> Vec<pb::Money> {
     amounts
         .iter()
         .map(|(currency, amount)| pb::Money {
-            currency_id: currency.clone(),
+            currency_id: currency.as_str().to_owned(),
             amount_minor_units: *amount,
         })
         .collect()
@@ -266,7 +266,7 @@ fn contents(contents: &Contents) -> pb::Contents {
             .items
             .iter()
             .map(|(item, quantity)| pb::ItemQuantity {
-                item_id: item.clone(),
+                item_id: item.as_str().to_owned(),
                 quantity: *quantity,
             })
             .collect(),
@@ -281,7 +281,7 @@ pub fn catalog(catalog: &Catalog) -> pb::Catalog {
             .currencies
             .values()
             .map(|c| pb::Currency {
-                id: c.id.clone(),
+                id: c.id.as_str().to_owned(),
                 name: c.name.clone(),
                 decimals: u32::from(c.decimals),
                 max_balance_minor_units: c.max_balance_minor_units,
@@ -308,7 +308,7 @@ pub fn catalog(catalog: &Catalog) -> pb::Catalog {
                     ),
                 };
                 pb::Item {
-                    id: item.id.clone(),
+                    id: item.id.as_str().to_owned(),
                     name: item.name.clone(),
                     kind: kind.into(),
                     max_quantity: item.quantity_max(),
@@ -329,7 +329,7 @@ pub fn catalog(catalog: &Catalog) -> pb::Catalog {
             .offers
             .values()
             .map(|o| pb::Offer {
-                id: o.id.clone(),
+                id: o.id.as_str().to_owned(),
                 name: o.name.clone(),
                 price: money(&o.price),
                 grants: Some(contents(&o.grants)),
@@ -343,7 +343,7 @@ pub fn catalog(catalog: &Catalog) -> pb::Catalog {
             .rewards
             .values()
             .map(|r| pb::Reward {
-                id: r.id.clone(),
+                id: r.id.as_str().to_owned(),
                 name: r.name.clone(),
                 grants: Some(contents(&r.grants)),
                 rate_limit_count: r.rate_limit_count,
@@ -376,9 +376,9 @@ pub fn wallet(player_id: &str, state: Option<&AccountState>, catalog: &Catalog) 
             .map(|c| c.initial_balance_minor_units)
             .unwrap_or(0),
     };
-    let mut currencies: BTreeSet<&str> = catalog.currencies.keys().map(String::as_str).collect();
+    let mut currencies: BTreeSet<&str> = catalog.currencies.keys().map(|id| id.as_str()).collect();
     if let Some(state) = state {
-        currencies.extend(state.balances.keys().map(String::as_str));
+        currencies.extend(state.balances.keys().map(|id| id.as_str()));
     }
     pb::Wallet {
         player_id: player_id.to_owned(),
@@ -395,7 +395,7 @@ pub fn wallet(player_id: &str, state: Option<&AccountState>, catalog: &Catalog) 
                 s.items
                     .iter()
                     .map(|(item, h)| pb::InventoryItem {
-                        item_id: item.clone(),
+                        item_id: item.as_str().to_owned(),
                         quantity: h.quantity,
                         level: h.level,
                     })
@@ -407,7 +407,7 @@ pub fn wallet(player_id: &str, state: Option<&AccountState>, catalog: &Catalog) 
                 s.offer_purchases
                     .iter()
                     .map(|(offer, count)| pb::OfferPurchaseCount {
-                        offer_id: offer.clone(),
+                        offer_id: offer.as_str().to_owned(),
                         count: *count,
                     })
                     .collect()
@@ -429,18 +429,30 @@ pub fn store_platform(platform: StorePlatform) -> pb::StorePlatform {
 pub fn transaction(transaction: &Transaction) -> pb::Transaction {
     let (kind, catalog_entry_id, level, reverses) = match &transaction.kind {
         TransactionKind::Opening => (pb::TransactionKind::Opening, String::new(), 0, 0),
-        TransactionKind::Purchase { offer_id } => {
-            (pb::TransactionKind::Purchase, offer_id.clone(), 0, 0)
-        }
-        TransactionKind::Upgrade { item_id, level } => {
-            (pb::TransactionKind::Upgrade, item_id.clone(), *level, 0)
-        }
-        TransactionKind::Consume { item_id } => {
-            (pb::TransactionKind::Consume, item_id.clone(), 0, 0)
-        }
-        TransactionKind::RewardClaim { reward_id } => {
-            (pb::TransactionKind::RewardClaim, reward_id.clone(), 0, 0)
-        }
+        TransactionKind::Purchase { offer_id } => (
+            pb::TransactionKind::Purchase,
+            offer_id.as_str().to_owned(),
+            0,
+            0,
+        ),
+        TransactionKind::Upgrade { item_id, level } => (
+            pb::TransactionKind::Upgrade,
+            item_id.as_str().to_owned(),
+            *level,
+            0,
+        ),
+        TransactionKind::Consume { item_id } => (
+            pb::TransactionKind::Consume,
+            item_id.as_str().to_owned(),
+            0,
+            0,
+        ),
+        TransactionKind::RewardClaim { reward_id } => (
+            pb::TransactionKind::RewardClaim,
+            reward_id.as_str().to_owned(),
+            0,
+            0,
+        ),
         TransactionKind::Grant => (pb::TransactionKind::Grant, String::new(), 0, 0),
         TransactionKind::Revoke => (pb::TransactionKind::Revoke, String::new(), 0, 0),
         TransactionKind::Execute => (pb::TransactionKind::Execute, String::new(), 0, 0),
@@ -469,7 +481,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
             .iter()
             .map(|p| pb::Posting {
                 account_id: p.account.as_str().to_owned(),
-                currency_id: p.currency.clone(),
+                currency_id: p.currency.as_str().to_owned(),
                 amount_minor_units: p.amount_minor_units,
             })
             .collect(),
@@ -478,7 +490,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
             .iter()
             .map(|m| pb::ItemMovement {
                 account_id: m.account.as_str().to_owned(),
-                item_id: m.item.clone(),
+                item_id: m.item.as_str().to_owned(),
                 quantity_delta: m.quantity_delta,
                 level_before: m.level_before,
                 level_after: m.level_after,
@@ -498,7 +510,7 @@ pub fn transaction(transaction: &Transaction) -> pb::Transaction {
         metadata: transaction
             .metadata
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
             .collect(),
     }
 }

@@ -3,7 +3,7 @@
 //! no I/O) and public so that the fuzz targets in `coffer-fuzz` drive exactly the code the
 //! handlers run; the handlers authorize the caller and do the work.
 
-use coffer_core::{IdempotencyKey, Operation};
+use coffer_core::{IdempotencyKey, Name, Operation};
 use coffer_proto::v1 as pb;
 
 use crate::auth::tokens::{TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX};
@@ -15,7 +15,7 @@ use crate::wallet::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayerRequest {
     /// The player whose wallet changes; the caller must be allowed to act for them.
-    pub player_id: String,
+    pub player_id: Name,
     /// The key, scoped to the player.
     pub idempotency_key: IdempotencyKey,
     pub operation: Operation,
@@ -28,13 +28,13 @@ pub struct AdminRequest {
     pub idempotency_key: IdempotencyKey,
     pub operation: Operation,
     /// Free text kept in the transaction's metadata.
-    pub reason: String,
+    pub reason: Name,
 }
 
 fn player_request(
     check: Checker,
-    player_id: String,
-    key: String,
+    player_id: Name,
+    key: Name,
     operation: Operation,
 ) -> Result<PlayerRequest, ApiError> {
     let operation = check.finish(operation)?;
@@ -164,7 +164,7 @@ pub fn execute(r: &pb::ExecuteRequest) -> Result<AdminRequest, ApiError> {
 pub fn player_id(player_id: &str) -> Result<String, ApiError> {
     let mut check = Checker::default();
     let player_id = check.id("player_id", player_id);
-    check.finish(player_id)
+    check.finish(player_id.into())
 }
 
 /// A checked `ListTransactions` request: one page of a player's history.
@@ -198,7 +198,7 @@ pub fn list_transactions(r: &pb::ListTransactionsRequest) -> Result<HistoryPage,
         })
     };
     check.finish(HistoryPage {
-        player_id,
+        player_id: player_id.into(),
         page_size,
         before_version,
     })
@@ -220,9 +220,9 @@ pub fn redeem_receipt(r: &pb::RedeemReceiptRequest) -> Result<ReceiptRedemption,
     let platform = check.platform("platform", r.platform);
     check.payload("payload", &r.payload);
     let client_key =
-        (!r.idempotency_key.is_empty()).then(|| check.idempotency_key(&r.idempotency_key));
+        (!r.idempotency_key.is_empty()).then(|| check.idempotency_key(&r.idempotency_key).into());
     check.finish(ReceiptRedemption {
-        player_id,
+        player_id: player_id.into(),
         platform,
         client_key,
     })
@@ -253,5 +253,5 @@ pub fn issue_player_token(r: &pb::IssuePlayerTokenRequest) -> Result<(String, u6
         }
         ttl => ttl,
     };
-    check.finish((player_id, ttl_seconds))
+    check.finish((player_id.into(), ttl_seconds))
 }

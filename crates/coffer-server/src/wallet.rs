@@ -3,7 +3,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use coffer_core::{AccountId, Command, IdempotencyKey, Operation, StorePurchase, Transaction};
+use coffer_core::{
+    AccountId, Command, IdempotencyKey, Name, Operation, StorePurchase, Transaction,
+};
 use coffer_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -48,7 +50,7 @@ impl WalletApi {
             idempotency_key: checked.idempotency_key,
             operation: checked.operation,
             caller: caller.label(),
-            reason: String::new(),
+            reason: Name::default(),
         };
         self.app.execute(command).await
     }
@@ -204,7 +206,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
         let command = Command {
             idempotency_key: IdempotencyKey::player(&player_id, &key),
             operation: Operation::RedeemReceipt {
-                player_id: player_id.clone(),
+                player_id: Name::new(&player_id),
                 purchase: StorePurchase {
                     platform: core_platform(purchase.platform),
                     store_transaction_id: purchase.store_transaction_id,
@@ -217,7 +219,7 @@ impl pb::wallet_service_server::WalletService for WalletApi {
                 },
             },
             caller: caller.label(),
-            reason: String::new(),
+            reason: Name::default(),
         };
         let transaction = self.app.execute(command).await?;
         Ok(Response::new(pb::RedeemReceiptResponse {

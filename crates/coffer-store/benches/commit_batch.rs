@@ -43,12 +43,12 @@ fn purchases(len: usize) -> Vec<Command> {
             Command {
                 idempotency_key: IdempotencyKey::player(&player_id, &format!("k{key}")),
                 operation: Operation::Purchase {
-                    player_id,
-                    offer_id: "gem".to_owned(),
-                    expected_price: [("coins".to_owned(), 3)].into(),
+                    player_id: player_id.into(),
+                    offer_id: "gem".into(),
+                    expected_price: [("coins".into(), 3)].into(),
                 },
-                caller: "bench".to_owned(),
-                reason: String::new(),
+                caller: "bench".into(),
+                reason: Default::default(),
             }
         })
         .collect()

@@ -476,7 +476,7 @@ mod tests {
             created_at_unix_ms: 1,
             postings: vec![Posting {
                 account: AccountId::player(player),
-                currency: "coins".to_owned(),
+                currency: "coins".into(),
                 amount_minor_units: 5,
             }],
             item_movements: Vec::new(),
@@ -503,7 +503,7 @@ mod tests {
             transaction(8, "a-much-longer-player-id", 1),
         ]);
         let holding = AccountState {
-            balances: [("coins".to_owned(), 1_234_567)].into(),
+            balances: [("coins".into(), 1_234_567)].into(),
             version: 3,
             ..AccountState::default()
         };

@@ -216,7 +216,7 @@ impl Store for PostgresStore {
                 for key in &missing.idempotency_keys {
                     loaded.idempotency.insert(
                         key.clone(),
-                        outcomes.remove(&(key.scope.clone(), key.key.clone())),
+                        outcomes.remove(&(key.scope.to_string(), key.key.to_string())),
                     );
                 }
                 let ids: Vec<i64> = missing.transactions.iter().map(|id| *id as i64).collect();

@@ -1805,14 +1805,14 @@ mod tests {
         let grant = Command {
             idempotency_key: IdempotencyKey::player("ann", "g"),
             operation: Operation::Grant {
-                player_id: "ann".to_owned(),
+                player_id: "ann".into(),
                 contents: coffer_core::Contents {
-                    currencies: [("coins".to_owned(), 7)].into(),
+                    currencies: [("coins".into(), 7)].into(),
                     items: Default::default(),
                 },
             },
-            caller: "test".to_owned(),
-            reason: String::new(),
+            caller: "test".into(),
+            reason: Default::default(),
         };
         // A batch's changes, as an earlier version journaled them.
         let elsewhere = tempfile::tempdir().unwrap();

@@ -27,12 +27,12 @@ fn purchase(player: &str, key: &str) -> Command {
     Command {
         idempotency_key: IdempotencyKey::player(player, key),
         operation: Operation::Purchase {
-            player_id: player.to_owned(),
-            offer_id: "potion".to_owned(),
-            expected_price: [("coins".to_owned(), 4)].into(),
+            player_id: player.into(),
+            offer_id: "potion".into(),
+            expected_price: [("coins".into(), 4)].into(),
         },
-        caller: "test".to_owned(),
-        reason: String::new(),
+        caller: "test".into(),
+        reason: Default::default(),
     }
 }
 
@@ -121,14 +121,14 @@ fn reversal_state_is_read_back_from_storage() {
     let grant = Command {
         idempotency_key: IdempotencyKey::admin("g"),
         operation: Operation::Grant {
-            player_id: "ann".to_owned(),
+            player_id: "ann".into(),
             contents: Contents {
-                currencies: [("coins".to_owned(), 5)].into(),
+                currencies: [("coins".into(), 5)].into(),
                 items: BTreeMap::new(),
             },
         },
-        caller: "test".to_owned(),
-        reason: "gift".to_owned(),
+        caller: "test".into(),
+        reason: "gift".into(),
     };
     let granted = store
         .commit_batch(&[grant], &catalog, 1)
@@ -141,8 +141,8 @@ fn reversal_state_is_read_back_from_storage() {
         operation: Operation::Reverse {
             transaction_id: granted.id,
         },
-        caller: "test".to_owned(),
-        reason: String::new(),
+        caller: "test".into(),
+        reason: Default::default(),
     };
     let reversal = store
         .commit_batch(&[reverse("r1")], &catalog, 2)
@@ -170,14 +170,14 @@ fn grant(player: &str, key: &str, coins: i64) -> Command {
     Command {
         idempotency_key: IdempotencyKey::admin(key),
         operation: Operation::Grant {
-            player_id: player.to_owned(),
+            player_id: player.into(),
             contents: Contents {
-                currencies: [("coins".to_owned(), coins)].into(),
+                currencies: [("coins".into(), coins)].into(),
                 items: BTreeMap::new(),
             },
         },
-        caller: "test".to_owned(),
-        reason: String::new(),
+        caller: "test".into(),
+        reason: Default::default(),
     }
 }
 

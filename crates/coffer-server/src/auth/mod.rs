@@ -49,10 +49,10 @@ pub enum Caller {
 
 impl Caller {
     /// How the caller is recorded in a transaction's metadata (`key:ops`, `player:alice`).
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> coffer_core::Name {
         match self {
-            Caller::Key { id, .. } => format!("key:{id}"),
-            Caller::Player { player_id } => format!("player:{player_id}"),
+            Caller::Key { id, .. } => compact_str::format_compact!("key:{id}"),
+            Caller::Player { player_id } => compact_str::format_compact!("player:{player_id}"),
         }
     }
 }
