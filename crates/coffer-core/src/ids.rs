@@ -169,7 +169,8 @@ impl AccountId {
 }
 
 /// Maps keyed by account can be searched with a player id without allocating an `AccountId`:
-/// the id is the name, and the derived order, equality and hash are the `String`'s.
+/// the id is the name, and the derived order, equality and hash are its `str`'s (a `Name` hashes
+/// and orders as the `str` it holds).
 impl std::borrow::Borrow<str> for AccountId {
     fn borrow(&self) -> &str {
         &self.0
