@@ -19,15 +19,9 @@ metrics_port=9467
 work="$(mktemp -d)"; echo "work: $work" >&2
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"' EXIT
 
-valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/callgrind.out" \
-  "$bin_dir/coffer" --listen-addr "127.0.0.1:$grpc_port" --data-dir "$work/data" \
-  --metrics-addr "127.0.0.1:$metrics_port" >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 600); do
-  grep -q 'development admin key: ' "$work/server.log" && break
-  sleep 0.1
-done
-key="$(grep -o 'development admin key: [^ ]*' "$work/server.log" | head -n 1 | sed 's/.*: //; s/"//g')"
+source "$(dirname "$0")/server-process.sh"
+start_server "$work" "$bin_dir" "$grpc_port" "$metrics_port" \
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/callgrind.out"
 
 purchases() {
   curl -s "127.0.0.1:$metrics_port/metrics" |
