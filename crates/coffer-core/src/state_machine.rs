@@ -703,39 +703,20 @@ impl Working<'_> {
                 let grants = multiply(&product.grants, purchase.quantity)?;
                 let store = AccountId::system(SystemAccount::Store(platform));
                 draft.transfer_contents(&store, &AccountId::player(player_id), &grants)?;
-                let metadata = &mut draft.metadata;
-                metadata.insert(
-                    Name::const_new("platform"),
-                    Name::const_new(platform.name()),
-                );
-                metadata.insert(
-                    Name::const_new("store_transaction_id"),
-                    Name::new(&purchase.store_transaction_id),
-                );
-                metadata.insert(
-                    Name::const_new("product_id"),
-                    Name::new(&purchase.product_id),
-                );
-                metadata.insert(
-                    Name::const_new("quantity"),
-                    purchase.quantity.to_compact_string(),
-                );
-                metadata.insert(
-                    Name::const_new("environment"),
-                    Name::new(&purchase.environment),
-                );
-                metadata.insert(
-                    Name::const_new("purchased_at_unix_ms"),
+                draft.note("platform", platform.name());
+                draft.note("store_transaction_id", &purchase.store_transaction_id);
+                draft.note("product_id", &purchase.product_id);
+                draft.note("quantity", purchase.quantity.to_compact_string());
+                draft.note("environment", &purchase.environment);
+                draft.note(
+                    "purchased_at_unix_ms",
                     purchase.purchased_at_unix_ms.to_compact_string(),
                 );
                 if let Some(price) = purchase.price_minor_units {
-                    metadata.insert(
-                        Name::const_new("price_minor_units"),
-                        price.to_compact_string(),
-                    );
+                    draft.note("price_minor_units", price.to_compact_string());
                 }
                 if let Some(currency) = &purchase.currency_code {
-                    metadata.insert(Name::const_new("price_currency"), Name::new(currency));
+                    draft.note("price_currency", currency);
                 }
                 Ok(TransactionKind::StoreRedemption {
                     platform,
@@ -810,20 +791,10 @@ impl Working<'_> {
                     }
                 }
                 draft.negative_allowed = *policy == RefundPolicy::ClawBack;
-                let metadata = &mut draft.metadata;
-                metadata.insert(
-                    Name::const_new("platform"),
-                    Name::const_new(platform.name()),
-                );
-                metadata.insert(
-                    Name::const_new("store_transaction_id"),
-                    Name::new(store_transaction_id.as_str()),
-                );
-                metadata.insert(Name::const_new("refund_kind"), Name::const_new(kind.name()));
-                metadata.insert(
-                    Name::const_new("refund_policy"),
-                    Name::const_new(policy.name()),
-                );
+                draft.note("platform", platform.name());
+                draft.note("store_transaction_id", store_transaction_id);
+                draft.note("refund_kind", kind.name());
+                draft.note("refund_policy", policy.name());
                 Ok(TransactionKind::StoreRefund {
                     platform: *platform,
                     store_transaction_id: store_transaction_id.clone(),
@@ -937,7 +908,8 @@ fn multiply(contents: &Contents, quantity: u32) -> Result<Contents, Rejection> {
 }
 
 /// Sets `map[key]`, copying the key only when it is new: `BTreeMap::insert` wants an owned key
-/// even to replace a value, and a purchase replaces three (two balances and a count).
+/// even to replace a value, and a purchase replaces up to four (two balances, the item held and
+/// the offer's purchase count).
 fn set_keyed<V>(map: &mut BTreeMap<Name, V>, key: &str, value: V) {
     match map.get_mut(key) {
         Some(slot) => *slot = value,
@@ -1027,6 +999,11 @@ impl<'w> Draft<'w> {
             self.touched.insert(id.clone(), copy);
         }
         self.touched.get_mut(id).expect("inserted above")
+    }
+
+    /// Adds `key = value` to the context this operation records in its transaction's metadata.
+    fn note(&mut self, key: &'static str, value: impl Into<Name>) {
+        self.metadata.insert(Name::const_new(key), value.into());
     }
 
     /// A player's first appearance: initial balances from `system:grants`, recorded as their own
