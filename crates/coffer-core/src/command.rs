@@ -20,10 +20,10 @@ pub struct IdempotencyKey {
 
 impl IdempotencyKey {
     /// The scope for keys chosen by (or on behalf of) one player.
-    pub fn player(player_id: &str, key: &str) -> Self {
+    pub fn player(player_id: &str, key: impl Into<Name>) -> Self {
         IdempotencyKey {
             scope: compact_str::format_compact!("player:{player_id}"),
-            key: Name::new(key),
+            key: key.into(),
         }
     }
 
@@ -271,11 +271,24 @@ impl Command {
     /// A digest of what makes two requests "the same request" for idempotency: the operation
     /// and its reason. A retry must match it exactly.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let bytes = postcard::to_stdvec(&(&self.operation, &self.reason))
-            .expect("serializing a command to memory cannot fail");
-        Sha256::digest(&bytes).into()
+        let fingerprinted = (&self.operation, &self.reason);
+        // Encoded on the stack: every command pays for its fingerprint on the writer's thread,
+        // and a growing Vec allocated three times per purchase. Same bytes, same digest, either way.
+        let mut buffer = [0u8; FINGERPRINT_STACK_BYTES];
+        match postcard::to_slice(&fingerprinted, &mut buffer) {
+            Ok(bytes) => Sha256::digest(bytes).into(),
+            Err(_) => Sha256::digest(
+                postcard::to_stdvec(&fingerprinted)
+                    .expect("serializing a command to memory cannot fail"),
+            )
+            .into(),
+        }
     }
 }
+
+/// Bytes of a command's encoding its fingerprint takes on the stack; a larger command (an
+/// admin `Execute` with many postings) is encoded on the heap instead.
+pub const FINGERPRINT_STACK_BYTES: usize = 512;
 
 /// The stored result of an idempotent command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,4 +296,42 @@ pub struct StoredOutcome {
     pub fingerprint: [u8; 32],
     /// The transaction id, or the rejection that a retry must get again.
     pub result: Result<u64, Rejection>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase_with_prices(currencies: usize) -> Command {
+        let expected_price = (0..currencies)
+            .map(|n| (Name::from(format!("currency-number-{n}")), 10))
+            .collect();
+        Command {
+            idempotency_key: IdempotencyKey::player("p1", "k"),
+            operation: Operation::Purchase {
+                player_id: Name::new("p1"),
+                offer_id: Name::new("potion"),
+                expected_price,
+            },
+            caller: Name::new("tests"),
+            reason: Name::new("why"),
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_digest_of_the_encoding_on_the_stack_or_not() {
+        for currencies in [1, 100] {
+            let command = purchase_with_prices(currencies);
+            let encoded = postcard::to_stdvec(&(&command.operation, &command.reason)).unwrap();
+            assert_eq!(
+                encoded.len() > FINGERPRINT_STACK_BYTES,
+                currencies == 100,
+                "one command fits the stack buffer, the other does not"
+            );
+            let digest: [u8; 32] = Sha256::digest(&encoded).into();
+            assert_eq!(command.fingerprint(), digest);
+        }
+        let (one, other) = (purchase_with_prices(2), purchase_with_prices(3));
+        assert_ne!(one.fingerprint(), other.fingerprint());
+    }
 }

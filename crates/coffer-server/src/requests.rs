@@ -39,7 +39,7 @@ fn player_request(
 ) -> Result<PlayerRequest, ApiError> {
     let operation = check.finish(operation)?;
     Ok(PlayerRequest {
-        idempotency_key: IdempotencyKey::player(&player_id, &key),
+        idempotency_key: IdempotencyKey::player(&player_id, key),
         player_id,
         operation,
     })

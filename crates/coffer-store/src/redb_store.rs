@@ -31,7 +31,7 @@ use crate::journal_file::{
 };
 use crate::known_keys::KnownKeys;
 use crate::ledger_file::LedgerFile;
-use crate::record::{decode, decode_transaction, encode};
+use crate::record::{decode, decode_transaction, encode, encode_into};
 use crate::runs::{
     HISTORY, HISTORY_CHUNKS, HistoryChunkRows, HistoryRows, IDEMPOTENCY, IdempotencyRows, Merge,
     RUNS_MERGE_AT_DEFAULT, ReadTable, RunRows, chunk_history, distinct, encode_history_chunk,
@@ -671,8 +671,12 @@ fn write_generation(
             let idempotency_rows = &rows.idempotency[take(4, rows.idempotency.len())];
             if !idempotency_rows.is_empty() {
                 let mut idempotency = txn.open_table(IdempotencyRows::run(&idempotency_run))?;
+                // One buffer for every row: a fresh Vec per outcome grew four times per row.
+                let mut encoded = Vec::new();
                 for (scope, key, outcome) in idempotency_rows {
-                    idempotency.insert((*scope, *key), encode(*outcome).as_slice())?;
+                    encoded.clear();
+                    encode_into(*outcome, &mut encoded);
+                    idempotency.insert((*scope, *key), encoded.as_slice())?;
                 }
             }
         }
