@@ -41,7 +41,7 @@ fn purchases(len: usize) -> Vec<Command> {
             let player_id = format!("player-{n}");
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
             Command {
-                idempotency_key: IdempotencyKey::player(&player_id, &format!("k{key}")),
+                idempotency_key: IdempotencyKey::player(&player_id, format!("k{key}")),
                 operation: Operation::Purchase {
                     player_id: player_id.into(),
                     offer_id: "gem".into(),
