@@ -53,7 +53,10 @@ for phase in noop purchase; do
     --phases "$phase" --json "$@" >"$work/$phase.json" 2>"$work/$phase.log" &
   loadgen=$!
   # The players are prepared first; the window starts once the phase itself has run a while.
-  until [ "$(answered "$method" | cut -d. -f1)" -ge 1000 ] 2>/dev/null; do sleep 0.1; done
+  until [ "$(answered "$method" | cut -d. -f1)" -ge 1000 ] 2>/dev/null; do
+    kill -0 "$loadgen" 2>/dev/null || { cat "$work/$phase.log" >&2; exit 1; }
+    sleep 0.1
+  done
   sleep 4
   thread_ticks >"$work/before"
   first="$(answered "$method")"
