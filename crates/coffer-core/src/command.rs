@@ -287,7 +287,7 @@ impl Command {
 }
 
 /// Bytes of a command's encoding its fingerprint takes on the stack; a larger command (an
-/// admin `Execute` with many postings) is encoded on the heap instead.
+/// admin `Execute` with many steps) is encoded on the heap instead.
 pub const FINGERPRINT_STACK_BYTES: usize = 512;
 
 /// The stored result of an idempotent command.

@@ -13,8 +13,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 use coffer_core::{
-    AccountId, AccountState, BatchResult, Catalog, Command, LoadedState, StoredOutcome,
-    Transaction, TransactionRecord, Verifier, VerifyReport,
+    AccountId, AccountState, BatchResult, Catalog, Command, IdempotencyKey, LoadedState,
+    StoredOutcome, Transaction, TransactionRecord, Verifier, VerifyReport,
 };
 
 use crate::record::{decode, decode_transaction, encode};
@@ -207,17 +207,21 @@ impl Store for PostgresStore {
                  JOIN UNNEST($1::text[], $2::text[]) AS k(scope, key) ON i.scope = k.scope AND i.key = k.key",
                 &[&scopes, &keys],
             )?;
+                // Keyed like the prefetch, so each lookup takes the key as it is: no strings
+                // built per key on the writer's path.
                 let mut outcomes = std::collections::HashMap::new();
                 for row in rows {
                     let outcome: StoredOutcome =
                         decode("idempotency outcome", row.get::<_, &[u8]>(2))?;
-                    outcomes.insert((row.get::<_, String>(0), row.get::<_, String>(1)), outcome);
+                    let key = IdempotencyKey {
+                        scope: row.get::<_, &str>(0).into(),
+                        key: row.get::<_, &str>(1).into(),
+                    };
+                    outcomes.insert(key, outcome);
                 }
-                for key in &missing.idempotency_keys {
-                    loaded.idempotency.insert(
-                        key.clone(),
-                        outcomes.remove(&(key.scope.to_string(), key.key.to_string())),
-                    );
+                for key in missing.idempotency_keys {
+                    let outcome = outcomes.remove(&key);
+                    loaded.idempotency.insert(key, outcome);
                 }
                 let ids: Vec<i64> = missing.transactions.iter().map(|id| *id as i64).collect();
                 let rows = txn.query(
