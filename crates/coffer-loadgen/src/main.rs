@@ -19,6 +19,8 @@ use coffer_client::{ClientError, CofferClient, Rejection, pb};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+mod reference_append;
+use reference_append::{AppendStore, ReferenceServer};
 mod server_latency;
 use server_latency::{RequestDurations, ServerLatency};
 
@@ -30,6 +32,8 @@ const SETUP_GRANTS_PER_CALL: usize = 200;
 const SETUP_CALLS_IN_FLIGHT: usize = 16;
 /// Latencies are recorded in microseconds from 1 µs up to this (longer ones are clamped).
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// The transport ceiling every other phase is a ratio to.
+const NOOP_PHASE_NAME: &str = "no-op gRPC call (baseline)";
 /// The closed-loop purchase phase, whose throughput is the peak the half-peak phase halves.
 const PURCHASE_PHASE_NAME: &str = "coffer purchase (durable)";
 /// Coins granted to each player before the run.
@@ -127,12 +131,12 @@ struct Args {
     /// For the embedded server: how long changes wait in memory at most before a checkpoint.
     #[arg(long, default_value_t = coffer_store::CHECKPOINT_INTERVAL_MS_DEFAULT)]
     redb_checkpoint_interval_ms: u64,
-    /// Phases to run, in order: noop, disk, purchase, purchase-half-peak (after purchase),
-    /// mixed, postgres (needs --postgres-url).
+    /// Phases to run, in order: noop, disk, append-redb, append-file, purchase,
+    /// purchase-half-peak (after purchase), mixed, postgres (needs --postgres-url).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "noop,disk,purchase,purchase-half-peak,mixed,postgres"
+        default_value = "noop,disk,append-file,purchase,purchase-half-peak,mixed,postgres"
     )]
     phases: Vec<Phase>,
     /// After the phases, grow the data to each of these player counts (each player gets an
@@ -147,6 +151,12 @@ enum Phase {
     /// One thread appending 4 KiB to a file beside the data and `fdatasync`ing it: one durable
     /// commit's floor on this disk, and the latency tail the disk alone has.
     Disk,
+    /// The no-op call against a minimal server that first appends one row to a redb database,
+    /// group-committed: what any durable acknowledged write costs on this machine.
+    AppendRedb,
+    /// The same with one `write` + `fdatasync` per batch into a zero-filled file, the floor a
+    /// journal such as Coffer's builds on.
+    AppendFile,
     Purchase,
     /// Purchases sent at half the rate the purchase phase reached, on a fixed schedule.
     PurchaseHalfPeak,
@@ -199,6 +209,10 @@ struct PhaseResult {
     /// The disk phase only: what its syncs would make a commit wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     disk_wait: Option<DiskWait>,
+    /// A reference append phase only: rows its server made durable during the phase, read
+    /// back from its store (one per answered request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows_durable: Option<u64>,
 }
 
 /// The disk phase's syncs seen from a commit arriving at any moment, as a group-committing
@@ -299,7 +313,7 @@ fn median_rounds(rounds: &[Vec<PhaseResult>]) -> Vec<PhaseResult> {
                 .iter()
                 .filter(|round| round[phase].name != DISK_PHASE_NAME)
                 .filter_map(|round| {
-                    let ceiling = round.iter().find(|r| r.name.starts_with("no-op"))?;
+                    let ceiling = round.iter().find(|r| r.name == NOOP_PHASE_NAME)?;
                     Some(round[phase].rate() / ceiling.rate().max(1.0))
                 })
                 .collect();
@@ -940,29 +954,60 @@ async fn postgres_baseline(url: &str, args: &Args) -> Result<PhaseResult, tokio_
     .await)
 }
 
-async fn noop_phase(args: &Args, channels: &Arc<Vec<tonic::transport::Channel>>) -> PhaseResult {
+/// Health `Check` calls over `channels`: against Coffer's server the no-op ceiling, against a
+/// [`ReferenceServer`] a durable append each.
+async fn health_check_phase(
+    name: &str,
+    args: &Args,
+    channels: &Arc<Vec<tonic::transport::Channel>>,
+) -> PhaseResult {
     let health = Arc::clone(channels);
-    run_phase(
-        "no-op gRPC call (baseline)",
-        args,
-        None,
-        move |worker, _| {
-            let channel = health[worker % health.len()].clone();
-            async move {
-                let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-                match client
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    Ok(_) => Ended::Ok,
-                    Err(status) => Ended::Unexpected(status.to_string()),
-                }
+    run_phase(name, args, None, move |worker, _| {
+        let channel = health[worker % health.len()].clone();
+        async move {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+            match client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                Ok(_) => Ended::Ok,
+                Err(status) => Ended::Unexpected(status.to_string()),
             }
-        },
-    )
+        }
+    })
     .await
+}
+
+/// `connections` channels (at least one) to `endpoint`, each its own HTTP/2 connection.
+async fn loopback_channels(
+    endpoint: &str,
+    connections: usize,
+) -> Result<Vec<tonic::transport::Channel>, tonic::transport::Error> {
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+                .connect()
+                .await?,
+        );
+    }
+    Ok(channels)
+}
+
+/// Health checks against the reference server of `store`: a durable append each. Reads back
+/// how many rows the phase made durable.
+async fn reference_phase(
+    store: AppendStore,
+    args: &Args,
+    server: &ReferenceServer,
+    channels: &Arc<Vec<tonic::transport::Channel>>,
+) -> Result<PhaseResult, String> {
+    let before = server.rows().await?;
+    let mut result = health_check_phase(store.phase_name(), args, channels).await;
+    result.rows_durable = Some(server.rows().await? - before);
+    Ok(result)
 }
 
 /// Purchases of one potion by players drawn uniformly from the first `players`.
@@ -1180,20 +1225,37 @@ async fn main() -> std::process::ExitCode {
         );
     }
 
-    let channels: Vec<tonic::transport::Channel> = {
-        let mut channels = Vec::new();
-        for _ in 0..args.connections.max(1) {
-            channels.push(
-                tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .unwrap()
-                    .connect()
-                    .await
-                    .expect("connect"),
-            );
-        }
-        channels
-    };
+    let channels = loopback_channels(&endpoint, args.connections)
+        .await
+        .expect("connect");
     let health = Arc::new(channels);
+    let mut references = Vec::new();
+    for store in [AppendStore::Redb, AppendStore::File] {
+        let listed = match store {
+            AppendStore::Redb => args.phases.contains(&Phase::AppendRedb),
+            AppendStore::File => args.phases.contains(&Phase::AppendFile),
+        };
+        if !listed {
+            continue;
+        }
+        let started = match ReferenceServer::start(store, probe_dir.path()) {
+            Ok(server) => match loopback_channels(&server.endpoint, args.connections).await {
+                Ok(channels) => Ok((server, Arc::new(channels))),
+                Err(error) => Err(error.to_string()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match started {
+            Ok((server, channels)) => references.push((store, server, channels)),
+            Err(error) => {
+                eprintln!(
+                    "starting the reference server ({}) failed: {error}",
+                    store.phase_name()
+                );
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     let mut rounds: Vec<Vec<PhaseResult>> = Vec::new();
     for round in 1..=args.rounds.max(1) {
         if args.rounds > 1 && !args.json {
@@ -1206,7 +1268,27 @@ async fn main() -> std::process::ExitCode {
             };
             let before = request_durations(metrics_addr).await;
             let result = match phase {
-                Phase::Noop => noop_phase(&args, &health).await,
+                Phase::Noop => health_check_phase(NOOP_PHASE_NAME, &args, &health).await,
+                Phase::AppendRedb | Phase::AppendFile => {
+                    let store = match phase {
+                        Phase::AppendRedb => AppendStore::Redb,
+                        _ => AppendStore::File,
+                    };
+                    let Some((server, channels)) = references
+                        .iter()
+                        .find(|r| r.0 == store)
+                        .map(|r| (&r.1, &r.2))
+                    else {
+                        unreachable!("a reference server is started for every append phase listed");
+                    };
+                    match reference_phase(store, &args, server, channels).await {
+                        Ok(result) => result,
+                        Err(error) => {
+                            eprintln!("{} failed: {error}", store.phase_name());
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    }
+                }
                 Phase::Disk => match disk_phase(&args, probe_dir.path()).await {
                     Ok(result) => result,
                     Err(error) => {
@@ -1326,7 +1408,7 @@ async fn main() -> std::process::ExitCode {
         // Ratios are to the no-op ceiling of this same run; without that phase there is none.
         let ceiling = results
             .iter()
-            .find(|r| r.name.starts_with("no-op"))
+            .find(|r| r.name == NOOP_PHASE_NAME)
             .map(|r| r.per_second);
         println!(
             "{:<32} {:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11}",

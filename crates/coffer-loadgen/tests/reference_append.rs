@@ -1,0 +1,60 @@
+//! The reference durable-append phases: every request the generator counts as answered is a row
+//! the reference server made durable first (read back from its redb table, or counted after its
+//! file's `fdatasync`), and the report sets each beside the no-op ceiling of the same run.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run_loadgen(phases: &str) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_coffer-loadgen"))
+        .args([
+            "--players",
+            "10",
+            "--concurrency",
+            "16",
+            "--duration-s",
+            "1",
+            "--phases",
+            phases,
+            "--json",
+        ])
+        .output()
+        .expect("running coffer-loadgen");
+    assert!(
+        output.status.success(),
+        "coffer-loadgen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON")
+}
+
+fn phase<'r>(report: &'r Value, name: &str) -> &'r Value {
+    report["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no phase {name:?} in {report}"))
+}
+
+#[test]
+fn every_answered_reference_append_is_a_durable_row() {
+    let report = run_loadgen("noop,append-redb,append-file");
+    for name in [
+        "reference: redb row append",
+        "reference: file append + fdatasync",
+    ] {
+        let appended = phase(&report, name);
+        assert_eq!(appended["unexpected_errors"], 0, "{appended}");
+        let requests = appended["requests"].as_u64().expect("requests");
+        assert!(requests > 0, "{appended}");
+        assert_eq!(
+            appended["rows_durable"].as_u64(),
+            Some(requests),
+            "one durable row per answered request: {appended}"
+        );
+    }
+    let noop = phase(&report, "no-op gRPC call (baseline)");
+    assert!(noop.get("rows_durable").is_none(), "{noop}");
+}
