@@ -19,6 +19,7 @@ use coffer_client::{ClientError, CofferClient, Rejection, pb};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+mod machine_cpu;
 mod reference_append;
 use reference_append::{AppendStore, ReferenceServer};
 mod server_latency;
@@ -209,6 +210,13 @@ struct PhaseResult {
     /// The disk phase only: what its syncs would make a commit wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     disk_wait: Option<DiskWait>,
+    /// Percent of the machine's cores busy during the phase (every process; `/proc/stat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    busy_percent: Option<f64>,
+    /// Microseconds of busy CPU, all cores and processes together, per request of the phase;
+    /// for a write phase counted until its checkpoints caught up, so it pays for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_request: Option<f64>,
     /// A reference append phase only: rows its server made durable during the phase, read
     /// back from its store (one per answered request).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -695,14 +703,19 @@ async fn settle_at(
 /// Completes a phase's result once it ran: its wait before it, the server's view of it
 /// (`before` is the server's histogram when it started), and for a write phase the checkpoint
 /// work it left, waited for here. A failed wait is printed; the run then ends.
+#[allow(clippy::too_many_arguments)]
 async fn finish_phase(
     mut result: PhaseResult,
+    cpu_start: Option<machine_cpu::CpuTicks>,
     settled_before: Option<Settled>,
     before: Option<RequestDurations>,
     writes: bool,
     metrics_addr: Option<std::net::SocketAddr>,
     args: &Args,
 ) -> Result<PhaseResult, ()> {
+    if let (Some(start), Some(end)) = (cpu_start, machine_cpu::now()) {
+        result.busy_percent = machine_cpu::busy_percent(start, end);
+    }
     result.settle_s = settled_before.map(|s| s.waited.as_secs_f64());
     if let (Some(before), Some(after)) = (before, request_durations(metrics_addr).await) {
         result.server = ServerLatency::between(&before, &after);
@@ -721,6 +734,10 @@ async fn finish_phase(
                 bytes / 1024.0
             );
         }
+    }
+    // After a write phase's checkpoints caught up: their work is part of what a write costs.
+    if let (Some(start), Some(end)) = (cpu_start, machine_cpu::now()) {
+        result.cpu_us_per_request = machine_cpu::cpu_us_per_request(start, end, result.requests);
     }
     Ok(result)
 }
@@ -1267,6 +1284,7 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
+            let cpu_start = machine_cpu::now();
             let result = match phase {
                 Phase::Noop => health_check_phase(NOOP_PHASE_NAME, &args, &health).await,
                 Phase::AppendRedb | Phase::AppendFile => {
@@ -1334,8 +1352,16 @@ async fn main() -> std::process::ExitCode {
                 phase,
                 Phase::Purchase | Phase::PurchaseHalfPeak | Phase::Mixed
             );
-            let Ok(result) =
-                finish_phase(result, settled, before, writes, metrics_addr, &args).await
+            let Ok(result) = finish_phase(
+                result,
+                cpu_start,
+                settled,
+                before,
+                writes,
+                metrics_addr,
+                &args,
+            )
+            .await
             else {
                 return std::process::ExitCode::FAILURE;
             };
@@ -1370,8 +1396,18 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             };
             let before = request_durations(metrics_addr).await;
+            let cpu_start = machine_cpu::now();
             let result = purchase_phase(&name, &args, &connections, players, None).await;
-            let Ok(result) = finish_phase(result, settled, before, true, metrics_addr, &args).await
+            let Ok(result) = finish_phase(
+                result,
+                cpu_start,
+                settled,
+                before,
+                true,
+                metrics_addr,
+                &args,
+            )
+            .await
             else {
                 return std::process::ExitCode::FAILURE;
             };
@@ -1411,7 +1447,7 @@ async fn main() -> std::process::ExitCode {
             .find(|r| r.name == NOOP_PHASE_NAME)
             .map(|r| r.per_second);
         println!(
-            "{:<32} {:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11}",
+            "{:<34} {:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>6} {:>7}",
             "phase",
             "requests",
             "answered/s",
@@ -1422,7 +1458,9 @@ async fn main() -> std::process::ExitCode {
             "p99.9 ms",
             "vs no-op",
             "errors",
-            "server p99"
+            "server p99",
+            "busy",
+            "CPU us"
         );
         for r in &results {
             // A sync is not a request: the disk row has no ratio.
@@ -1442,8 +1480,14 @@ async fn main() -> std::process::ExitCode {
                 Some(rate) => format!("{rate:.0}"),
                 None => "-".to_owned(),
             };
+            let busy = r
+                .busy_percent
+                .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}%"));
+            let cpu_us = r
+                .cpu_us_per_request
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
             println!(
-                "{:<32} {:>10} {:>10.0} {:>11} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>11}",
+                "{:<34} {:>10} {:>10.0} {:>11} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>11} {:>6} {:>7}",
                 r.name,
                 r.requests,
                 r.per_second,
@@ -1454,7 +1498,9 @@ async fn main() -> std::process::ExitCode {
                 r.p999_us as f64 / 1000.0,
                 vs_no_op,
                 r.unexpected_errors,
-                server_p99
+                server_p99,
+                busy,
+                cpu_us
             );
         }
         if rounds.len() > 1 {
@@ -1467,14 +1513,14 @@ async fn main() -> std::process::ExitCode {
                     .iter()
                     .map(|round| format!("{:.0}/s", round[phase].rate()))
                     .collect();
-                println!("  {:<30} {}", r.name, per_round.join("  "));
+                println!("  {:<34} {}", r.name, per_round.join("  "));
             }
             for runs in &scale_runs {
                 let per_run: Vec<String> = runs
                     .iter()
                     .map(|run| format!("{:.0}/s", run.rate()))
                     .collect();
-                println!("  {:<30} {}", runs[0].name, per_run.join("  "));
+                println!("  {:<34} {}", runs[0].name, per_run.join("  "));
             }
         }
         // Per round: stalls come and go, so each round's disk has its own floor.

@@ -1,6 +1,7 @@
 //! The reference durable-append phases: every request the generator counts as answered is a row
 //! the reference server made durable first (read back from its redb table, or counted after its
-//! file's `fdatasync`), and the report sets each beside the no-op ceiling of the same run.
+//! file's `fdatasync`), and the report sets each beside the no-op ceiling of the same run, with
+//! what every phase cost the machine's CPU.
 
 use std::process::Command;
 
@@ -57,4 +58,17 @@ fn every_answered_reference_append_is_a_durable_row() {
     }
     let noop = phase(&report, "no-op gRPC call (baseline)");
     assert!(noop.get("rows_durable").is_none(), "{noop}");
+}
+
+#[test]
+fn every_phase_reports_the_machines_busy_share_and_cpu_per_request() {
+    let report = run_loadgen("noop,append-file,purchase");
+    for phase in report["phases"].as_array().expect("phases") {
+        let busy = phase["busy_percent"].as_f64().expect("busy_percent");
+        assert!(busy > 0.0 && busy <= 100.0, "{phase}");
+        let cpu_us = phase["cpu_us_per_request"]
+            .as_f64()
+            .expect("cpu_us_per_request");
+        assert!(cpu_us > 0.0, "{phase}");
+    }
 }
