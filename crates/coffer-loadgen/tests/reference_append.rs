@@ -3,31 +3,21 @@
 //! file's `fdatasync`), and the report sets each beside the no-op ceiling of the same run, with
 //! what every phase cost the machine's CPU.
 
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
 fn run_loadgen(phases: &str) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_coffer-loadgen"))
-        .args([
-            "--players",
-            "10",
-            "--concurrency",
-            "16",
-            "--duration-s",
-            "1",
-            "--phases",
-            phases,
-            "--json",
-        ])
-        .output()
-        .expect("running coffer-loadgen");
-    assert!(
-        output.status.success(),
-        "coffer-loadgen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON")
+    common::run_loadgen_json(&[
+        "--players",
+        "10",
+        "--concurrency",
+        "16",
+        "--duration-s",
+        "1",
+        "--phases",
+        phases,
+    ])
 }
 
 fn phase<'r>(report: &'r Value, name: &str) -> &'r Value {

@@ -2,7 +2,7 @@
 //! new transaction in the ledger, not a replay of an earlier round's idempotency key (a replay is
 //! answered from the stored outcome and does no work, so counting it would inflate the rate).
 
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
@@ -23,29 +23,21 @@ fn run_loadgen(rounds: u32, extra: &[&str]) -> Value {
 }
 
 fn run_loadgen_with_players(players: u64, rounds: u32, extra: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_coffer-loadgen"))
-        .args([
-            "--players",
-            &players.to_string(),
-            "--concurrency",
-            "8",
-            "--duration-s",
-            "1",
-            "--rounds",
-            &rounds.to_string(),
-            "--phases",
-            "purchase",
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .expect("running coffer-loadgen");
-    assert!(
-        output.status.success(),
-        "coffer-loadgen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("coffer-loadgen prints JSON")
+    let (players, rounds) = (players.to_string(), rounds.to_string());
+    let mut args = vec![
+        "--players",
+        &players,
+        "--concurrency",
+        "8",
+        "--duration-s",
+        "1",
+        "--rounds",
+        &rounds,
+        "--phases",
+        "purchase",
+    ];
+    args.extend_from_slice(extra);
+    common::run_loadgen_json(&args)
 }
 
 /// Purchases of one phase's report that committed a transaction, once it had no unexpected error.
