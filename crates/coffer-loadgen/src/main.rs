@@ -165,6 +165,17 @@ enum Phase {
     Postgres,
 }
 
+impl Phase {
+    /// The reference server an append phase drives.
+    fn append_store(self) -> Option<AppendStore> {
+        match self {
+            Phase::AppendRedb => Some(AppendStore::Redb),
+            Phase::AppendFile => Some(AppendStore::File),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Serialize, Default, Clone)]
 struct PhaseResult {
     name: String,
@@ -1246,13 +1257,9 @@ async fn main() -> std::process::ExitCode {
         .await
         .expect("connect");
     let health = Arc::new(channels);
-    let mut references = Vec::new();
-    for store in [AppendStore::Redb, AppendStore::File] {
-        let listed = match store {
-            AppendStore::Redb => args.phases.contains(&Phase::AppendRedb),
-            AppendStore::File => args.phases.contains(&Phase::AppendFile),
-        };
-        if !listed {
+    let mut references: Vec<(AppendStore, ReferenceServer, Arc<Vec<_>>)> = Vec::new();
+    for store in args.phases.iter().filter_map(|phase| phase.append_store()) {
+        if references.iter().any(|r| r.0 == store) {
             continue;
         }
         let started = match ReferenceServer::start(store, probe_dir.path()) {
@@ -1288,18 +1295,11 @@ async fn main() -> std::process::ExitCode {
             let result = match phase {
                 Phase::Noop => health_check_phase(NOOP_PHASE_NAME, &args, &health).await,
                 Phase::AppendRedb | Phase::AppendFile => {
-                    let store = match phase {
-                        Phase::AppendRedb => AppendStore::Redb,
-                        _ => AppendStore::File,
-                    };
-                    let Some((server, channels)) = references
+                    let (store, server, channels) = references
                         .iter()
-                        .find(|r| r.0 == store)
-                        .map(|r| (&r.1, &r.2))
-                    else {
-                        unreachable!("a reference server is started for every append phase listed");
-                    };
-                    match reference_phase(store, &args, server, channels).await {
+                        .find(|r| Some(r.0) == phase.append_store())
+                        .expect("a reference server is started for every append phase listed");
+                    match reference_phase(*store, &args, server, channels).await {
                         Ok(result) => result,
                         Err(error) => {
                             eprintln!("{} failed: {error}", store.phase_name());

@@ -10,8 +10,6 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
@@ -82,7 +80,6 @@ impl Appender {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(true)
-                    .read(true)
                     .write(true)
                     .open(dir.join("reference.append"))?;
                 let zeros = vec![0u8; 1 << 20];
@@ -195,7 +192,9 @@ impl Health for AppendingHealth {
 /// The writer: takes everything queued (up to [`APPEND_BATCH_LEN_MAX`]), appends it in one
 /// durable commit, answers, and starts over — the simplest group commit, with no overlap of
 /// one batch's sync and the next one's preparation.
-fn write_rows(mut appender: Appender, mut queue: mpsc::Receiver<Job>, synced: Arc<AtomicU64>) {
+fn write_rows(mut appender: Appender, mut queue: mpsc::Receiver<Job>) {
+    // Rows made durable so far; also the key of the next one.
+    let mut synced = 0u64;
     let mut replies = Vec::with_capacity(APPEND_BATCH_LEN_MAX);
     let mut buffer = Vec::with_capacity(APPEND_BATCH_LEN_MAX * APPEND_ROW_BYTES);
     let mut next = queue.blocking_recv();
@@ -203,7 +202,7 @@ fn write_rows(mut appender: Appender, mut queue: mpsc::Receiver<Job>, synced: Ar
         match job {
             Job::Append(reply) => replies.push(reply),
             Job::CountRows(reply) => {
-                let _ = reply.send(appender.rows(synced.load(Ordering::Relaxed)));
+                let _ = reply.send(appender.rows(synced));
             }
         }
         next = if replies.len() < APPEND_BATCH_LEN_MAX {
@@ -212,10 +211,9 @@ fn write_rows(mut appender: Appender, mut queue: mpsc::Receiver<Job>, synced: Ar
             None
         };
         if next.is_none() && !replies.is_empty() {
-            let first_row = synced.load(Ordering::Relaxed);
-            let result = appender.append(first_row, replies.len(), &mut buffer);
+            let result = appender.append(synced, replies.len(), &mut buffer);
             if result.is_ok() {
-                synced.fetch_add(replies.len() as u64, Ordering::Relaxed);
+                synced += replies.len() as u64;
             }
             for reply in replies.drain(..) {
                 let _ = reply.send(result.clone());
@@ -239,10 +237,9 @@ impl ReferenceServer {
     pub fn start(store: AppendStore, dir: &Path) -> Result<ReferenceServer, AppendError> {
         let appender = Appender::open(store, dir)?;
         let (jobs, queue) = mpsc::channel(APPEND_QUEUE_LEN);
-        let synced = Arc::new(AtomicU64::new(0));
         std::thread::Builder::new()
             .name("reference-writer".to_owned())
-            .spawn(move || write_rows(appender, queue, synced))?;
+            .spawn(move || write_rows(appender, queue))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("reference-rt")
