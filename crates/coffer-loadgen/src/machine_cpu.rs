@@ -79,8 +79,19 @@ mod tests {
     }
 
     #[test]
-    fn this_machine_reports_its_ticks() {
-        let ticks = now().expect("/proc/stat on Linux");
-        assert!(ticks.total >= ticks.busy);
+    fn a_busy_loop_shows_up_as_busy_ticks_of_this_machine() {
+        let start = now().expect("/proc/stat on Linux");
+        let began = std::time::Instant::now();
+        let mut spin = 0u64;
+        while began.elapsed() < std::time::Duration::from_millis(200) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let end = now().expect("/proc/stat on Linux");
+        let busy_s = (end.busy - start.busy) as f64 / ticks_per_second();
+        assert!(
+            busy_s >= 0.1,
+            "200 ms of spinning counted as {busy_s} s busy"
+        );
+        assert!(end.total - start.total >= end.busy - start.busy);
     }
 }

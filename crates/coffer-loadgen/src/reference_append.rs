@@ -26,6 +26,9 @@ const APPEND_QUEUE_LEN: usize = coffer_server::WRITER_QUEUE_LEN;
 /// already on disk needs no metadata update per `fdatasync`, as Coffer's journal segments.
 const APPEND_FILE_BYTES: u64 = 64 << 20;
 
+/// What a row holds after its 8-byte number; never zero, so the file's zeros are no row.
+const ROW_FILL: u8 = 0x5a;
+
 const ROWS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("rows");
 
 /// Where the reference server appends.
@@ -80,6 +83,7 @@ impl Appender {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(true)
+                    .read(true)
                     .write(true)
                     .open(dir.join("reference.append"))?;
                 let zeros = vec![0u8; 1 << 20];
@@ -99,7 +103,7 @@ impl Appender {
         buffer.clear();
         for row in first_row..first_row + count as u64 {
             let start = buffer.len();
-            buffer.resize(start + APPEND_ROW_BYTES, 0x5a);
+            buffer.resize(start + APPEND_ROW_BYTES, ROW_FILL);
             buffer[start..start + 8].copy_from_slice(&row.to_le_bytes());
         }
         match self {
@@ -127,9 +131,10 @@ impl Appender {
         }
     }
 
-    /// Rows on disk: counted from the table for redb; for the file, rows are only written, so
-    /// the writer's count of rows whose `fdatasync` succeeded.
-    fn rows(&self, synced: u64) -> Result<u64, String> {
+    /// Rows in the store, read back from it: the table's length for redb; for the file (which
+    /// wraps around), one more than the highest row number found in it, as every row starts
+    /// with its number and zeros are no row.
+    fn rows(&self) -> Result<u64, String> {
         match self {
             Appender::Redb(db) => {
                 use redb::{ReadableDatabase, ReadableTableMetadata};
@@ -137,7 +142,21 @@ impl Appender {
                 let rows = txn.open_table(ROWS).map_err(|e| e.to_string())?;
                 rows.len().map_err(|e| e.to_string())
             }
-            Appender::File { .. } => Ok(synced),
+            Appender::File { file, .. } => {
+                let mut piece = vec![0u8; 1 << 20];
+                let mut rows = 0;
+                for start in (0..APPEND_FILE_BYTES).step_by(piece.len()) {
+                    file.read_exact_at(&mut piece, start)
+                        .map_err(|e| e.to_string())?;
+                    for row in piece.chunks_exact(APPEND_ROW_BYTES) {
+                        if row[8] == ROW_FILL {
+                            let number = u64::from_le_bytes(row[..8].try_into().expect("8 bytes"));
+                            rows = rows.max(number + 1);
+                        }
+                    }
+                }
+                Ok(rows)
+            }
         }
     }
 }
@@ -202,7 +221,7 @@ fn write_rows(mut appender: Appender, mut queue: mpsc::Receiver<Job>) {
         match job {
             Job::Append(reply) => replies.push(reply),
             Job::CountRows(reply) => {
-                let _ = reply.send(appender.rows(synced));
+                let _ = reply.send(appender.rows());
             }
         }
         next = if replies.len() < APPEND_BATCH_LEN_MAX {

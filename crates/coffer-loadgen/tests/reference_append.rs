@@ -1,6 +1,6 @@
 //! The reference durable-append phases: every request the generator counts as answered is a row
-//! the reference server made durable first (read back from its redb table, or counted after its
-//! file's `fdatasync`), and the report sets each beside the no-op ceiling of the same run, with
+//! the reference server made durable first (read back from its redb table, or from the numbered
+//! rows in its file), and the report sets each beside the no-op ceiling of the same run, with
 //! what every phase cost the machine's CPU.
 
 mod common;
